@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tfclip-plugin",
+    version="0.1.0",
+    description="TF-CLIP (AAAI 2024) text-free CLIP video person re-identification as a torchreid plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["tfclip_plugin", "tfclip_plugin.*"]),
+    install_requires=[
+        "torch>=2.1",
+        # torchreid 0.2.5 imports these at import time but does not declare them
+        "torchvision>=0.16",
+        "tensorboard>=2.10",
+        "opencv-python-headless>=4.5",
+        "scipy>=1.8",
+        "six",
+        "torchreid>=0.2.5",
+        "open_clip_torch>=2.20",
+        "numpy>=1.23",
+        "Pillow>=9.0",
+        "gdown>=4.7",
+        "h5py>=3.0",
+        "yacs>=0.1.8",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+    },
+    entry_points={"console_scripts": ["tfclip-reid=tfclip_plugin.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""Tracklet datasets, frame sampling plans and sequence transforms."""

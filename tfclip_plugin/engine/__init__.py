@@ -1,0 +1,1 @@
+"""The two-phase TF-CLIP engine on torchreid's Engine."""

@@ -1,0 +1,105 @@
+"""The one module that knows torchreid's internals.
+
+torchreid ships in two layouts: PyPI 0.2.5 puts everything under ``torchreid.reid.*`` (and
+``import torchreid.data`` fails there), upstream deep-person-reid 1.4 uses ``torchreid.*``.
+Everything else in the plugin imports torchreid names from here, never from torchreid itself.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from types import ModuleType
+from typing import Callable, Dict, Type
+
+with warnings.catch_warnings():
+    # "Cython evaluation ... unavailable": PyPI 0.2.5 cannot ship it; our evaluator is vectorised.
+    warnings.filterwarnings("ignore", message="Cython evaluation")
+    try:
+        reid: ModuleType = importlib.import_module("torchreid.reid")
+        LAYOUT = "pypi"
+    except ImportError:
+        reid = importlib.import_module("torchreid")
+        LAYOUT = "upstream"
+
+SUBMODULES = ("data", "engine", "losses", "metrics", "models", "optim", "utils")
+
+data = reid.data
+engine = reid.engine
+losses = reid.losses
+metrics = reid.metrics
+models = reid.models
+optim = reid.optim
+utils = reid.utils
+
+VideoDataset = data.VideoDataset
+VideoDataManager = data.VideoDataManager
+Engine = engine.Engine
+VideoSoftmaxEngine = engine.VideoSoftmaxEngine
+VideoTripletEngine = engine.VideoTripletEngine
+RandomIdentitySampler = data.sampler.RandomIdentitySampler
+evaluate_rank = metrics.evaluate_rank
+compute_distance_matrix = metrics.compute_distance_matrix
+re_ranking = utils.re_ranking
+visualize_ranked_results = utils.visualize_ranked_results
+Logger = utils.Logger
+collect_env_info = utils.collect_env_info
+set_random_seed = utils.set_random_seed
+load_pretrained_weights = utils.load_pretrained_weights
+TripletLoss = losses.TripletLoss
+CrossEntropyLoss = losses.CrossEntropyLoss
+build_optimizer = optim.build_optimizer
+build_lr_scheduler = optim.build_lr_scheduler
+FeatureExtractor = utils.FeatureExtractor
+
+
+def torchreid_version() -> str:
+    """The installed torchreid version string."""
+    return str(getattr(importlib.import_module("torchreid"), "__version__", "unknown"))
+
+
+def model_factory() -> Dict[str, Callable]:
+    """torchreid's model registry (the dict ``build_model`` reads at call time)."""
+    return vars(models)["__model_factory"]
+
+
+def video_dataset_registry() -> Dict[str, type]:
+    """torchreid's video dataset registry."""
+    return vars(data.datasets)["__video_datasets"]
+
+
+def register_model(name: str, builder: Callable) -> bool:
+    """Add ``builder`` under ``name`` unless the name exists; returns True if it was added."""
+    factory = model_factory()
+    if name in factory:
+        return False
+    factory[name] = builder
+    return True
+
+
+def register_video_dataset(name: str, cls: Type) -> bool:
+    """Register a video dataset class unless the name exists; returns True if it was added."""
+    if name in video_dataset_registry():
+        return False
+    data.register_video_dataset(name, cls)
+    return True
+
+
+def replace_video_dataset(name: str, cls: Type) -> None:
+    """Point a built-in dataset name (e.g. ``ilidsvid``) at a corrected subclass, once."""
+    registry = video_dataset_registry()
+    if registry.get(name) is not cls:
+        registry[name] = cls
+
+
+def alias_upstream_modules() -> None:
+    """Make ``torchreid.data``, ``torchreid.utils``, ... importable on the PyPI layout.
+
+    Upstream scripts (``scripts/main.py``) do ``from torchreid.utils import ...``; on PyPI 0.2.5 those
+    modules live under ``torchreid.reid``. This is a process-wide side effect, so only entry points
+    that run upstream code call it; the importable library never does.
+    """
+    if LAYOUT != "pypi":
+        return
+    for name in SUBMODULES:
+        sys.modules.setdefault(f"torchreid.{name}", getattr(reid, name))
