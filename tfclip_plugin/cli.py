@@ -1,0 +1,261 @@
+"""``tfclip-reid``: torchreid ``scripts/main.py`` conventions plus the plugin's subcommands.
+
+    tfclip-reid [--config-file F] [-s SRC ...] [-t TGT ...] [--transforms T ...] [--root DIR]
+                [--model NAME] [KEY VALUE ...]          train (or test with ``test.evaluate True``)
+    tfclip-reid demo [--root DIR] [--save-dir DIR]       synthetic benchmark, untrained vs trained vs baseline
+    tfclip-reid complexity [--config-file F] [KEY VALUE ...]   parameter counts and GMACs per frame (JSON)
+    tfclip-reid report RUN_DIR [RUN_DIR ...] [--topk 5] [--queries N]   figures and index.html of runs
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+from yacs.config import CfgNode as CN
+
+from .config import get_default_config
+
+SUBCOMMANDS = ("demo", "complexity", "report")
+_SINGLE_VALUE_FLAGS = ("--config-file", "--root", "--model", "--save-dir")
+_MULTI_VALUE_FLAGS = ("-s", "--sources", "-t", "--targets", "--transforms")
+
+EPILOG = """\
+trailing options:
+  KEY VALUE pairs override any config key, e.g. `train.max_epoch 2 tfclip.precision bf16`.
+  They may follow a multi-value flag directly: `-t mars train.max_epoch 2` reads `train.max_epoch 2`
+  as an option, not as dataset names. `model.name NAME` is the same as `--model NAME`.
+
+subcommands:
+  demo        build the synthetic benchmark if missing, train a small TF-CLIP (both phases) and a
+              torchreid baseline, evaluate all three under one protocol, print the table and a JSON line
+  complexity  print one JSON object: parameter counts per module and the backbone's GMACs per frame
+  report      write figures (ranked tracklets, CMC curves, feature map, training curves) and an
+              index.html into RUN_DIR/report/ (several runs: one CMC plot comparing them)
+
+examples:
+  tfclip-reid --config-file configs/tfclip_vit_mars.yaml --root /data tfclip.clip_weights ViT-B-16.pt
+  tfclip-reid -s synthvid -t synthvid --root /data --model osnet_x0_25 train.max_epoch 1
+  tfclip-reid --config-file configs/tfclip_vit_mars.yaml --root /data test.evaluate True model.load_weights ckpt.pth.tar
+"""
+
+
+class ConfigError(ValueError):
+    """A config file or KEY VALUE option that does not fit the defaults."""
+
+
+def build_main_parser() -> argparse.ArgumentParser:
+    """The parser of the train/test command (torchreid ``scripts/main.py`` flags plus ``--model``)."""
+    parser = argparse.ArgumentParser(
+        prog="tfclip-reid",
+        description="Train and evaluate TF-CLIP (or any torchreid model) on video ReID benchmarks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config-file", type=str, default="", help="YAML config (e.g. configs/tfclip_vit_mars.yaml)")
+    parser.add_argument("-s", "--sources", type=str, nargs="+", help="training datasets (data.sources)")
+    parser.add_argument("-t", "--targets", type=str, nargs="+", help="test datasets (data.targets)")
+    parser.add_argument("--transforms", type=str, nargs="+", help="train augmentations (data.transforms)")
+    parser.add_argument("--root", type=str, default="", help="folder holding the datasets (data.root)")
+    parser.add_argument("--model", type=str, default="", help="model name: tfclip_vit, tfclip_rn50 or any torchreid model")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser
+
+
+def build_subcommand_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand."""
+    parser = argparse.ArgumentParser(prog=f"tfclip-reid {name}")
+    if name == "demo":
+        parser.description = "Synthetic benchmark: untrained vs trained TF-CLIP vs a torchreid baseline."
+        parser.add_argument("--root", type=str, default="reid-data", help="where the synthetic benchmark lives")
+        parser.add_argument("--save-dir", type=str, default="log/demo", help="run folder")
+    elif name == "complexity":
+        parser.description = "Parameter counts per module and the backbone's GMACs per frame, as JSON."
+        parser.add_argument("--config-file", type=str, default="")
+        parser.add_argument("--model", type=str, default="")
+        parser.add_argument("--num-classes", type=int, default=625, help="training identities (MARS: 625)")
+        parser.add_argument("--num-cameras", type=int, default=6, help="SIE rows (MARS: 6)")
+        parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    elif name == "report":
+        parser.description = "Figures and index.html for one or more run folders."
+        parser.add_argument("runs", nargs="+", help="run folders (data.save_dir of test runs)")
+        parser.add_argument("--topk", type=int, default=5, help="gallery tracklets per ranked row")
+        parser.add_argument("--queries", type=int, default=8, help="queries shown in the ranked-results figure")
+        parser.add_argument("--seed", type=int, default=0, help="seed for the choice of queries and identities")
+    return parser
+
+
+def _is_config_key(token: str, cfg: CN) -> bool:
+    node = cfg
+    for part in token.split("."):
+        if not isinstance(node, CN) or part not in node:
+            return False
+        node = node[part]
+    return "." in token
+
+
+def split_options(argv: Sequence[str], cfg: Optional[CN] = None) -> Tuple[List[str], List[str]]:
+    """Split argv into (flags, KEY VALUE options).
+
+    The options start at the first token that names a config key and is not the value of a
+    single-value flag, so ``-t mars train.max_epoch 2`` gives targets ``['mars']``. A literal ``--``
+    also ends the flags and is dropped.
+    """
+    cfg = cfg if cfg is not None else get_default_config()
+    argv = list(argv)
+    for i, token in enumerate(argv):
+        if token == "--":
+            return argv[:i], argv[i + 1 :]
+        previous = argv[i - 1] if i else ""
+        if previous in _SINGLE_VALUE_FLAGS:
+            continue
+        if _is_config_key(token, cfg):
+            return argv[:i], argv[i:]
+    return argv, []
+
+
+def merge_options(cfg: CN, opts: Sequence[str]) -> None:
+    """Apply KEY VALUE pairs with errors that name the key and what was expected."""
+    if len(opts) % 2:
+        raise ConfigError(f"options must be KEY VALUE pairs; got an odd number of tokens: {' '.join(opts)}")
+    for key, value in zip(opts[0::2], opts[1::2]):
+        if not _is_config_key(key, cfg):
+            known = _all_keys(cfg)
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config key '{key}'{hint} (see `tfclip-reid --help` and tfclip_plugin/config.py)")
+        try:
+            cfg.merge_from_list([key, value])
+        except (ValueError, AssertionError) as exc:
+            expected = type(_lookup(cfg, key)).__name__
+            raise ConfigError(f"config key '{key}' expects a value of type {expected}; got {value!r} ({exc})") from None
+
+
+def merge_config_file(cfg: CN, path: str) -> None:
+    """Merge a YAML file, naming the file and key when something does not fit."""
+    try:
+        cfg.merge_from_file(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except KeyError as exc:
+        raise ConfigError(f"{path}: unknown config key {exc}") from None
+    except (ValueError, AssertionError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _all_keys(cfg: CN, prefix: str = "") -> List[str]:
+    keys = []
+    for k, v in cfg.items():
+        name = f"{prefix}{k}"
+        keys.extend(_all_keys(v, name + ".") if isinstance(v, CN) else [name])
+    return keys
+
+
+def _lookup(cfg: CN, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def config_from_args(argv: Sequence[str]) -> CN:
+    """The run config: defaults <- config file <- flags <- KEY VALUE options (torchreid's order)."""
+    cfg = get_default_config()
+    flags, opts = split_options(argv, cfg)
+    args = build_main_parser().parse_args(flags)
+    import torch
+
+    cfg.use_gpu = torch.cuda.is_available()
+    if args.config_file:
+        merge_config_file(cfg, args.config_file)
+    if args.sources:
+        cfg.data.sources = args.sources
+    if args.targets:
+        cfg.data.targets = args.targets
+    if args.transforms:
+        cfg.data.transforms = args.transforms
+    if args.root:
+        cfg.data.root = args.root
+    if args.model:
+        cfg.model.name = args.model
+    merge_options(cfg, list(args.opts) + list(opts))
+    return cfg
+
+
+def check_names(cfg: CN) -> None:
+    """Fail early, listing what exists, when a dataset or model name is unknown."""
+    from . import host
+
+    datasets = host.video_dataset_registry()
+    for name in list(cfg.data.sources) + list(cfg.data.targets):
+        if name not in datasets:
+            raise ConfigError(f"unknown video dataset '{name}'; available: {', '.join(sorted(datasets))}")
+    models = host.model_factory()
+    if cfg.model.name not in models:
+        close = difflib.get_close_matches(cfg.model.name, list(models), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown model '{cfg.model.name}'{hint}; available: {', '.join(sorted(models))}")
+
+
+def _complexity(argv: Sequence[str]) -> dict:
+    args = build_subcommand_parser("complexity").parse_args(argv)
+    cfg = get_default_config()
+    if args.config_file:
+        merge_config_file(cfg, args.config_file)
+    if args.model:
+        cfg.model.name = args.model
+    merge_options(cfg, args.opts)
+    from .config import tfclip_options
+    from .models import build_tfclip, model_complexity
+
+    options = tfclip_options(cfg)
+    options.pop("num_cameras", None)
+    model = build_tfclip(
+        cfg.model.name, num_classes=args.num_classes, num_cameras=args.num_cameras, pretrained=False,
+        height=cfg.data.height, width=cfg.data.width, **options,
+    )
+    return model_complexity(model, height=cfg.data.height, width=cfg.data.width)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``tfclip-reid`` and ``python -m tfclip_plugin``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return _run_subcommand(argv[0], argv[1:])
+        if argv and argv[0] in ("-h", "--help"):
+            build_main_parser().print_help()
+            return 0
+        cfg = config_from_args(argv)
+        check_names(cfg)
+        from .engine.runner import run_experiment
+
+        run_experiment(cfg)
+        return 0
+    except ConfigError as exc:
+        print(f"tfclip-reid: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_subcommand(name: str, argv: Sequence[str]) -> int:
+    if name == "complexity":
+        print(json.dumps(_complexity(argv)))
+        return 0
+    if name == "demo":
+        args = build_subcommand_parser("demo").parse_args(argv)
+        from .engine.runner import run_demo
+
+        run_demo(root=args.root, save_dir=args.save_dir)
+        return 0
+    args = build_subcommand_parser("report").parse_args(argv)
+    from .report import build_report
+
+    for path in build_report(args.runs, topk=args.topk, num_queries=args.queries, seed=args.seed):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
