@@ -1,0 +1,102 @@
+import pytest
+import torch
+from torch import nn
+
+from tfclip_plugin.config import get_default_config
+from tfclip_plugin.engine.optim import WarmupMultiStep, build_optimizer, build_scheduler, parameter_settings
+
+
+class NamedLikeTFCLIP(nn.Module):
+    """Parameter names as in TFCLIP: backbone, cv_embed, ssp, temporal, BNNecks with frozen biases, heads."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+        self.cv_embed = nn.Parameter(torch.zeros(3, 4))
+        self.ssp = nn.Sequential(nn.Linear(4, 4))
+        self.temporal = nn.Sequential(nn.Linear(4, 4))
+        self.bottleneck = nn.BatchNorm1d(4)
+        self.bottleneck.bias.requires_grad_(False)
+        self.classifier2 = nn.Linear(4, 3, bias=False)
+        self.classifier_proj_temp = nn.Linear(4, 3, bias=False)
+        self.classifier_proj_temp2 = nn.Linear(4, 3, bias=False)
+        self.temporal_head = nn.Linear(4, 4, bias=True)  # "temporal" in the name, not the prefix
+
+
+def test_each_parameter_gets_the_reference_lr_and_weight_decay():
+    cfg = get_default_config()  # lr 5e-6, wd 1e-4, bias x2 (wd 1e-4), fc x10, prompt x10
+    cfg.tfclip.bias_weight_decay = 5e-4  # distinguishable from the base decay
+    got = parameter_settings(NamedLikeTFCLIP(), cfg)
+    expected = {
+        "backbone.0.weight": (5e-6, 1e-4), "backbone.0.bias": (1e-5, 5e-4),
+        "backbone.1.weight": (5e-6, 1e-4), "backbone.1.bias": (1e-5, 5e-4),
+        "cv_embed": (5e-6, 1e-4),
+        "ssp.0.weight": (5e-5, 1e-4), "ssp.0.bias": (1e-4, 5e-4),
+        "temporal.0.weight": (5e-5, 1e-4), "temporal.0.bias": (1e-4, 5e-4),
+        "bottleneck.weight": (5e-6, 1e-4),
+        "classifier2.weight": (5e-6, 1e-4),
+        "classifier_proj_temp.weight": (5e-5, 1e-4), "classifier_proj_temp2.weight": (5e-5, 1e-4),
+        "temporal_head.weight": (5e-6, 1e-4), "temporal_head.bias": (1e-5, 5e-4),
+    }
+    assert set(got) == set(expected)  # the frozen BN bias is left out
+    for name, (lr, decay) in expected.items():
+        assert got[name] == (pytest.approx(lr), pytest.approx(decay)), name
+
+
+def test_released_github_setting_has_no_prompt_multiplier():
+    cfg = get_default_config()
+    cfg.tfclip.prompt_lr_mult = 1.0
+    cfg.tfclip.fc_lr_mult = 1.0
+    got = parameter_settings(NamedLikeTFCLIP(), cfg)
+    assert got["ssp.0.weight"][0] == pytest.approx(5e-6) and got["temporal.0.bias"][0] == pytest.approx(1e-5)
+    assert got["classifier_proj_temp.weight"][0] == pytest.approx(5e-6)
+
+
+def test_optimizer_groups_carry_the_settings_and_names():
+    cfg = get_default_config()
+    model = NamedLikeTFCLIP()
+    optimizer = build_optimizer(model, cfg)
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["betas"] == (0.9, 0.999)
+    settings = parameter_settings(model, cfg)
+    params = dict(model.named_parameters())
+    seen = set()
+    for group in optimizer.param_groups:
+        for name, param in zip(group["param_names"], group["params"]):
+            assert param is params[name]
+            assert (group["lr"], group["weight_decay"]) == settings[name]
+            seen.add(name)
+    assert seen == set(settings)
+    assert optimizer.param_groups[-1]["lr"] == pytest.approx(5e-6)  # what torchreid prints as lr
+    cfg.train.optim = "rmsprop"
+    with pytest.raises(ValueError, match="train.optim must be"):
+        build_optimizer(model, cfg)
+
+
+def test_schedule_multipliers_per_epoch():
+    rule = WarmupMultiStep([30, 50, 70], gamma=0.1, warmup_factor=0.1, warmup_epochs=10)
+    by_epoch = {e: rule(e - 1) for e in range(1, 81)}  # epoch e (1-based) runs at last_epoch = e - 1
+    assert [round(by_epoch[e], 6) for e in range(1, 12)] == [0.1, 0.19, 0.28, 0.37, 0.46, 0.55, 0.64, 0.73,
+                                                             0.82, 0.91, 1.0]
+    assert by_epoch[30] == pytest.approx(1.0) and by_epoch[31] == pytest.approx(0.1)
+    assert by_epoch[50] == pytest.approx(0.1) and by_epoch[51] == pytest.approx(0.01)
+    assert by_epoch[70] == pytest.approx(0.01) and by_epoch[71] == pytest.approx(0.001)
+    assert by_epoch[80] == pytest.approx(0.001)
+
+
+def test_scheduler_steps_per_epoch_and_round_trips_through_state_dict():
+    cfg = get_default_config()
+    model = NamedLikeTFCLIP()
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    lrs = []
+    for _ in range(12):
+        lrs.append(optimizer.param_groups[-1]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(5e-7) and lrs[1] == pytest.approx(0.19 * 5e-6) and lrs[10] == pytest.approx(5e-6)
+    fresh_opt = build_optimizer(model, cfg)
+    fresh = build_scheduler(fresh_opt, cfg)
+    fresh.load_state_dict(scheduler.state_dict())
+    assert fresh.last_epoch == 12
+    with pytest.raises(ValueError, match="train.stepsize must be increasing"):
+        WarmupMultiStep([50, 30])

@@ -1,0 +1,80 @@
+"""Tracklet features from clips: dense chunks batched across tracklets, or one clip per tracklet.
+
+An ``encode`` callable maps clips (B, T, 3, H, W) and camera ids (B,) to features (B, D); dense
+extraction averages the chunk features of each tracklet (scatter-mean with ``index_add_``).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+Encoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def autocast(device: torch.device, precision: str):
+    """``torch.autocast`` for ``tfclip.precision`` ('fp32' = no autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"tfclip.precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def dense_tracklet_features(
+    encode: Encoder,
+    dataset: Dataset,
+    batch_size: int,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    desc: str = "dense features",
+) -> torch.Tensor:
+    """Mean over each tracklet's chunks of ``encode(chunk)``: (num_tracklets, D) float32 on the CPU.
+
+    ``dataset`` is a ``DenseClipDataset``: items ``{'img' (T,3,H,W), 'index', 'pid', 'camid'}``, attribute
+    ``num_tracklets``. Chunks of many tracklets share a batch of ``batch_size`` clips.
+    """
+    device = torch.device(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    sums = None
+    counts = torch.zeros(dataset.num_tracklets)
+    for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True):
+        clips = batch["img"].to(device, non_blocking=True)
+        camids = batch["camid"].to(device, non_blocking=True)
+        with autocast(device, precision):
+            features = encode(clips, camids)
+        features = features.float().cpu()
+        if sums is None:
+            sums = torch.zeros(dataset.num_tracklets, features.shape[1])
+        index = torch.as_tensor(batch["index"], dtype=torch.long)
+        sums.index_add_(0, index, features)
+        counts.index_add_(0, index, torch.ones(len(index)))
+    if sums is None or bool((counts == 0).any()):
+        missing = int((counts == 0).sum())
+        raise RuntimeError(f"{missing} of {dataset.num_tracklets} tracklets produced no clip (empty frame lists?)")
+    return sums / counts[:, None]
+
+
+def loader_features(
+    encode: Encoder, loader: Iterable[dict], device: torch.device | str = "cpu", precision: str = "fp32",
+    desc: str = "features",
+) -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """One feature per batch item of a torchreid test loader: (features (N, D), pids (N,), camids (N,))."""
+    device = torch.device(device)
+    features, pids, camids = [], [], []
+    for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True):
+        with autocast(device, precision):
+            out = encode(batch["img"].to(device, non_blocking=True), batch["camid"].to(device, non_blocking=True))
+        features.append(out.float().cpu())
+        pids.append(np.asarray(batch["pid"]))
+        camids.append(np.asarray(batch["camid"]))
+    return torch.cat(features), np.concatenate(pids), np.concatenate(camids)

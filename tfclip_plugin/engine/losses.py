@@ -1,0 +1,62 @@
+"""The phase-2 loss of TF-CLIP (tfclip-reference.md section 5.1).
+
+    L = w_v2m * CE(v2m logits) + w_id * sum_k CE(sequence head k) + w_tri * sum_k Tri(pre-BN feature k)
+        + CE(frame head, labels repeated per frame) / T
+
+CE is torchreid's label-smoothed cross-entropy (targets (1-eps) one-hot + eps/C, the reference's
+``CrossEntropyLabelSmooth``); Tri is torchreid's batch-hard triplet loss (Euclidean, margin). Both are the
+reference's definitions. The terms are computed in fp32 whatever the forward precision.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+from torch import nn
+
+from .. import host
+
+
+class TFCLIPLoss(nn.Module):
+    """Combine a ``TFCLIPOutput``'s heads into the total loss and its terms.
+
+    ``forward(output, pids)`` with ``output.logits`` 3 x (B, C), ``output.features`` 3 x (B, D_k),
+    ``output.frame_logits`` (B*T, C) frame-major within each tracklet (or None), ``output.v2m_logits``
+    (B, C) (or None), pids (B,). Returns ``{'loss', 'loss_v2m', 'loss_id', 'loss_tri', 'loss_frame'}``
+    (absent terms are 0).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        label_smooth: float = 0.1,
+        margin: float = 0.3,
+        v2m_weight: float = 1.0,
+        id_weight: float = 0.25,
+        triplet_weight: float = 1.0,
+        use_gpu: bool = False,
+    ) -> None:
+        super().__init__()
+        self.cross_entropy = host.CrossEntropyLoss(num_classes, eps=label_smooth, use_gpu=use_gpu, label_smooth=True)
+        self.triplet = host.TripletLoss(margin=margin)
+        self.v2m_weight, self.id_weight, self.triplet_weight = v2m_weight, id_weight, triplet_weight
+
+    def sequence_terms(self, logits: Sequence[torch.Tensor], features: Sequence[torch.Tensor], pids: torch.Tensor):
+        """(sum of CE over the sequence heads, sum of triplet losses over the features)."""
+        id_loss = sum(self.cross_entropy(x.float(), pids) for x in logits)
+        tri_loss = sum(self.triplet(f.float(), pids) for f in features)
+        return id_loss, tri_loss
+
+    def frame_term(self, frame_logits: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+        """CE of the frame head over B*T frames, divided by T (the reference's ``loss_frame / T``)."""
+        num_frames = frame_logits.shape[0] // pids.shape[0]
+        frame_pids = pids.repeat_interleave(num_frames)
+        return self.cross_entropy(frame_logits.float(), frame_pids) / num_frames
+
+    def forward(self, output, pids: torch.Tensor) -> Dict[str, torch.Tensor]:
+        zero = pids.new_zeros((), dtype=torch.float32)
+        id_loss, tri_loss = self.sequence_terms(output.logits, output.features, pids)
+        v2m = self.cross_entropy(output.v2m_logits.float(), pids) if output.v2m_logits is not None else zero
+        frame = self.frame_term(output.frame_logits, pids) if output.frame_logits is not None else zero
+        total = self.v2m_weight * v2m + self.id_weight * id_loss + self.triplet_weight * tri_loss + frame
+        return {"loss": total, "loss_v2m": v2m, "loss_id": id_loss, "loss_tri": tri_loss, "loss_frame": frame}
