@@ -25,6 +25,10 @@ setup(
         "h5py>=3.0",
         "yacs>=0.1.8",
         "tqdm>=4.60",
+        # `tfclip-reid report`: CMC, feature-map and training-curve figures
+        "matplotlib>=3.6",
+        # `tfclip-reid report`: t-SNE map of the test features (sklearn.manifold.TSNE)
+        "scikit-learn>=1.2",
     ],
     extras_require={
         "test": ["pytest>=7"],

@@ -1,0 +1,117 @@
+"""What a test run leaves in its folder: ``test_outputs/<target>.npz``, ``results.json``.
+
+The ``.npz`` format is the engine's (one file per test dataset):
+``query_features`` / ``gallery_features`` (N, D) float16, L2-normalised; ``query_pids``, ``query_camids``,
+``gallery_pids``, ``gallery_camids`` (N,) int64; ``query_frames`` / ``gallery_frames`` (N, 4) str, evenly
+spaced frame paths of each tracklet; ``protocol`` () str.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List
+
+import numpy as np
+
+from .. import evaluation
+
+TEST_OUTPUTS_DIR = "test_outputs"
+RESULTS_FILE = "results.json"
+_SPLIT_KEYS = ("features", "pids", "camids", "frames")
+
+
+@dataclass
+class TestOutputs:
+    """Features, identities, cameras and frame paths of one test dataset of one run.
+
+    Features are float32 (N, D); ids and cameras int64 (N,); frames str (N, F).
+    """
+
+    target: str
+    path: str
+    protocol: str
+    query_features: np.ndarray
+    query_pids: np.ndarray
+    query_camids: np.ndarray
+    query_frames: np.ndarray
+    gallery_features: np.ndarray
+    gallery_pids: np.ndarray
+    gallery_camids: np.ndarray
+    gallery_frames: np.ndarray
+
+    __test__ = False  # not a pytest class despite the name
+
+    @property
+    def num_query(self) -> int:
+        return len(self.query_pids)
+
+    @property
+    def num_gallery(self) -> int:
+        return len(self.gallery_pids)
+
+
+def find_test_outputs(run_dir: str) -> List[str]:
+    """The ``test_outputs/*.npz`` files of a run, sorted by name; an error if there are none."""
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"run folder not found: {run_dir}")
+    paths = sorted(glob.glob(os.path.join(run_dir, TEST_OUTPUTS_DIR, "*.npz")))
+    if not paths:
+        raise FileNotFoundError(
+            f"{os.path.join(run_dir, TEST_OUTPUTS_DIR)}: no <target>.npz files; the report needs a test run "
+            "saved with tfclip.save_test_outputs True"
+        )
+    return paths
+
+
+def load_test_outputs(path: str) -> TestOutputs:
+    """Read and check one ``<target>.npz``; errors name the file and the key at fault."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    missing = [f"{split}_{key}" for split in ("query", "gallery") for key in _SPLIT_KEYS if f"{split}_{key}" not in arrays]
+    if "protocol" not in arrays:
+        missing.append("protocol")
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {', '.join(missing)}")
+    fields: Dict[str, Any] = {}
+    for split in ("query", "gallery"):
+        features = arrays[f"{split}_features"]
+        if features.ndim != 2:
+            raise ValueError(f"{path}: {split}_features must be (N, D); got shape {features.shape}")
+        n = features.shape[0]
+        for key in ("pids", "camids"):
+            values = arrays[f"{split}_{key}"]
+            if values.shape != (n,) or values.dtype.kind not in "iu":
+                raise ValueError(f"{path}: {split}_{key} must be ({n},) integers; got {values.dtype} {values.shape}")
+            fields[f"{split}_{key}"] = values.astype(np.int64)
+        frames = arrays[f"{split}_frames"]
+        if frames.ndim != 2 or frames.shape[0] != n or frames.dtype.kind != "U":
+            raise ValueError(f"{path}: {split}_frames must be ({n}, F) strings; got {frames.dtype} {frames.shape}")
+        fields[f"{split}_features"] = features.astype(np.float32)
+        fields[f"{split}_frames"] = frames
+    if fields["query_features"].shape[1] != fields["gallery_features"].shape[1]:
+        raise ValueError(
+            f"{path}: query and gallery feature sizes differ "
+            f"({fields['query_features'].shape[1]} vs {fields['gallery_features'].shape[1]})"
+        )
+    protocol = str(arrays["protocol"])
+    if protocol not in evaluation.PROTOCOLS:
+        raise ValueError(f"{path}: unknown protocol {protocol!r}; expected one of {', '.join(evaluation.PROTOCOLS)}")
+    target = os.path.splitext(os.path.basename(path))[0]
+    return TestOutputs(target=target, path=path, protocol=protocol, **fields)
+
+
+def load_results(run_dir: str) -> Dict[str, Any]:
+    """``results.json`` of a run as a dict (empty when the run has none)."""
+    path = os.path.join(run_dir, RESULTS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        try:
+            results = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{path}: expected a JSON object; got {type(results).__name__}")
+    return results

@@ -1,0 +1,120 @@
+"""matplotlib figures of a report: CMC curves, the 2-D feature map, training curves.
+
+Figures are built with ``matplotlib.figure.Figure`` (Agg canvas, no pyplot state, no display).
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+
+from .events import Series
+
+DPI = 100
+_TRAIN_TAGS_NOT_LOSSES = ("Train/time", "Train/data", "Train/lr")
+
+
+def plot_cmc_panels(panels: Mapping[str, Mapping[str, np.ndarray]], path: str, title: str = "") -> None:
+    """One panel per key of ``panels``, one curve per (label, cmc (R,)) in it; ranks 1..R, in percent."""
+    fig = Figure(figsize=(4.2 * len(panels), 3.6), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel_title, curves) in zip(axes, panels.items()):
+        for label, cmc in curves.items():
+            ranks = np.arange(1, len(cmc) + 1)
+            ax.plot(ranks, 100.0 * np.asarray(cmc), marker="o", markersize=2.5, linewidth=1.4,
+                    label=f"{label} (R1 {100.0 * cmc[0]:.1f})")
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_xlabel("rank")
+        ax.set_ylabel("matching rate (%)")
+        ax.set_xlim(1, max(len(c) for c in curves.values()))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path)
+
+
+def identity_colours(num: int) -> np.ndarray:
+    """(num, 3) RGB in [0, 1]: tab20 for up to 20 identities, evenly spaced hues beyond."""
+    from matplotlib import colormaps
+
+    if num <= 20:
+        return np.asarray(colormaps["tab20"].colors)[:num]
+    return colormaps["hsv"](np.linspace(0, 1, num, endpoint=False))[:, :3]
+
+
+def plot_feature_maps(
+    panels: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndarray]],
+    identities: Sequence[int],
+    path: str,
+    thumbnails: Optional[Image.Image] = None,
+    title: str = "",
+) -> None:
+    """Scatter of 2-D embeddings coloured by identity, one panel per run.
+
+    ``panels[name] = (xy (n, 2), pids (n,), is_query (n,) bool)``; ``identities`` fixes the colour
+    order (the same identity has the same colour in every panel); queries are drawn as triangles.
+    ``thumbnails`` (an RGB strip, one framed frame per identity in that order) goes under the panels.
+    """
+    colours = identity_colours(len(identities))
+    colour_of = {pid: colours[i] for i, pid in enumerate(identities)}
+    rows = 2 if thumbnails is not None else 1
+    heights = [4.2, 0.9] if thumbnails is not None else [4.2]
+    width = max(4.6 * len(panels), 0.4 * len(identities))  # room for the thumbnails of many identities
+    fig = Figure(figsize=(width, sum(heights)), dpi=DPI, layout="constrained")
+    grid = fig.add_gridspec(rows, len(panels), height_ratios=heights)
+    for column, (name, (xy, pids, is_query)) in enumerate(panels.items()):
+        ax = fig.add_subplot(grid[0, column])
+        point_colours = np.array([colour_of[int(p)] for p in pids]).reshape(-1, 3)
+        for mask, marker in ((~is_query, "o"), (is_query, "^")):
+            ax.scatter(xy[mask, 0], xy[mask, 1], c=point_colours[mask], marker=marker, s=18, linewidths=0)
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if thumbnails is not None:
+        ax = fig.add_subplot(grid[1, :])
+        ax.imshow(np.asarray(thumbnails))
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path)
+
+
+def plot_training_curves(scalars: Mapping[str, Series], path: str, title: str = "") -> bool:
+    """Losses and learning rate per iteration, ``Test/*`` metrics per epoch; False if there is nothing.
+
+    Reads torchreid's writer tags: ``Train/<loss>``, ``Train/lr``, ``Test/<target>/rank1|mAP``.
+    """
+    losses = {t: s for t, s in scalars.items() if t.startswith("Train/") and t not in _TRAIN_TAGS_NOT_LOSSES}
+    panels: Dict[str, Tuple[Dict[str, Series], str]] = {}
+    if losses:
+        panels["losses"] = ({t[len("Train/"):]: s for t, s in losses.items()}, "iteration")
+    if "Train/lr" in scalars:
+        panels["learning rate"] = ({"lr": scalars["Train/lr"]}, "iteration")
+    tests = {t[len("Test/"):]: s for t, s in scalars.items() if t.startswith("Test/")}
+    if tests:
+        panels["evaluation (%)"] = (tests, "epoch")
+    if not panels:
+        return False
+    fig = Figure(figsize=(4.2 * len(panels), 3.4), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel_title, (curves, xlabel)) in zip(axes, panels.items()):
+        for label, (steps, values) in curves.items():
+            scale = 100.0 if panel_title.startswith("evaluation") and values.max(initial=0) <= 1.0 else 1.0
+            marker = "o" if len(steps) < 50 else None
+            ax.plot(steps, scale * values, marker=marker, markersize=3, linewidth=1.2, label=label)
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if panel_title == "learning rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        else:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path)
+    return True
