@@ -1,0 +1,187 @@
+"""Loading TF-CLIP weights: the official checkpoints (three generations) and our own.
+
+Official checkpoints (tfclip-reference.md sections 0 and 9) are plain state dicts saved by the reference:
+- 'github': the GitHub code's names, ``SSP.*`` (released SSP) and ``TMD.resblocks.0.*``;
+- 'mars-release': the MARS Baidu checkpoint, the same modules under ``prompts_generator.*`` and ``SAT.*``;
+- 'pre-release': the LS-VID / iLIDS Baidu checkpoints, ``SAT.*`` and the paper SSP under ``prompts_generator.*``.
+Their ``image_encoder.*`` maps to ``backbone.visual.*`` unchanged; ``classifier_proj_temp2`` (built but never
+used by the reference) is skipped. SSP weights of the other SSP variant are skipped too (SSP is used in
+training only, so any generation evaluates the same).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .ssp import PaperSSP, ReleasedSSP
+from .temporal import TemporalMemoryDiffusion
+
+StateDict = Mapping[str, Tensor]
+
+_HEADS = ("cv_embed", "classifier2.", "classifier_proj.", "classifier_proj_temp.", "bottleneck.",
+          "bottleneck_proj.", "bottleneck_proj_temp.", "bottleneck_proj_temp2.")
+_TMD_BLOCK = re.compile(r"^(?:TMD|SAT)\.resblocks\.0\.(.+)$")
+_SSP = re.compile(r"^(?:SSP|prompts_generator)\.(.+)$")
+_RELEASED_SSP_TOP = {"memory_proj.": "video_in.", "text_proj.": "memory_in.", "out_proj.": "prompt_out.",
+                     "norm.": "norm.", "alpha": "alpha"}
+_LAYER = re.compile(r"^decoder\.(\d+)\.(self_attn|cross_attn|norm1|norm2|norm3|mlp)(\..+)$")
+_RELEASED_NORMS = {"norm1": "self_attn_norm", "norm2": "cross_attn_norm", "norm3": "mlp_norm"}
+_PAPER_NORMS = {"norm1": "cross_attn_norm", "norm3": "mlp_norm"}
+
+
+def _read(source: Union[str, os.PathLike, StateDict], what: str) -> Dict[str, Tensor]:
+    """A state dict from a path (``weights_only=True``) or a mapping; unwraps ``state_dict``, strips ``module.``."""
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"{what}: no such file '{source}'")
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    if isinstance(source, Mapping) and isinstance(source.get("state_dict"), Mapping):
+        source = source["state_dict"]
+    if not isinstance(source, Mapping) or not source or not all(isinstance(v, Tensor) for v in source.values()):
+        raise ValueError(f"{what}: expected a state dict of tensors (or a dict with one under 'state_dict')")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in source.items()}
+
+
+def checkpoint_generation(state_dict: StateDict) -> str:
+    """'github' | 'mars-release' | 'pre-release' from the module names of an official checkpoint."""
+    if any(k.startswith(("SSP.", "TMD.")) for k in state_dict):
+        return "github"
+    if any(k.startswith("prompts_generator.decoder.") and ".self_attn." in k for k in state_dict):
+        return "mars-release"
+    if any(k.startswith(("prompts_generator.", "SAT.")) for k in state_dict):
+        return "pre-release"
+    if any(k.startswith("image_encoder.") for k in state_dict):
+        return "github"
+    raise ValueError("not an official TF-CLIP checkpoint: no image_encoder.*, SSP/prompts_generator.* or "
+                     "TMD/SAT.* keys")
+
+
+def _ssp_key(rest: str, released: bool) -> Optional[str]:
+    """A reference SSP sub-key -> ours for the given variant, or None when the variant has no such key."""
+    layer = _LAYER.match(rest)
+    if layer:
+        index, part, tail = layer.groups()
+        if part.startswith("norm"):
+            part = (_RELEASED_NORMS if released else _PAPER_NORMS).get(part)
+        elif part == "self_attn" and not released:
+            part = None
+        return f"layers.{index}.{part}{tail}" if part else None
+    if released:
+        for old, new in _RELEASED_SSP_TOP.items():
+            if rest.startswith(old):
+                return new + rest[len(old):]
+        return None
+    return "video_norm." + rest[len("norm."):] if rest.startswith("norm.") else None
+
+
+def _official_key(key: str, ssp_variant: Optional[str]) -> Tuple[Optional[str], str]:
+    """Reference key -> (our key or None, reason when None); ``ssp_variant`` is the SSP both sides share."""
+    if key.startswith("image_encoder."):
+        return "backbone.visual." + key[len("image_encoder."):], ""
+    if key.startswith("classifier_proj_temp2."):
+        return None, "unused by the reference (built and saved, never called)"
+    if key.startswith(_HEADS):
+        return key, ""
+    block = _TMD_BLOCK.match(key)
+    if block:
+        rest = block.group(1)
+        return ("temporal." + rest if rest.startswith("message_") else "temporal.diffusion." + rest), ""
+    ssp = _SSP.match(key)
+    if ssp:
+        if ssp_variant is None:
+            return None, "the model's tfclip.ssp is not this checkpoint's SSP variant"
+        ours = _ssp_key(ssp.group(1), ssp_variant == "released")
+        return ("ssp." + ours, "") if ours else (None, "not a TF-CLIP module")
+    return None, "not a TF-CLIP module"
+
+
+def _mismatch_hint(key: str, model: nn.Module) -> str:
+    if key.startswith("classifier") or key.startswith("memory"):
+        return f" (the model has {getattr(model, 'num_classes', '?')} classes)"
+    if key == "cv_embed":
+        return f" (the model has {getattr(model, 'num_cameras', '?')} SIE cameras; set tfclip.num_cameras)"
+    if key.endswith("positional_embedding"):
+        return " (another input size or tfclip.stride)"
+    return " (another architecture or width)"
+
+
+def _check_shapes(pairs: List[Tuple[str, Tensor]], target: Mapping[str, Tensor], model: nn.Module,
+                  what: str) -> None:
+    bad = [(k, v) for k, v in pairs if tuple(v.shape) != tuple(target[k].shape)]
+    if bad:
+        key, value = bad[0]
+        raise ValueError(f"{what}: {key} has shape {tuple(value.shape)} in the checkpoint but "
+                         f"{tuple(target[key].shape)} in the model{_mismatch_hint(key, model)}"
+                         + (f"; {len(bad) - 1} more mismatched" if len(bad) > 1 else ""))
+
+
+def load_official_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike, StateDict]
+                             ) -> Dict[str, Any]:
+    """Load an official TF-CLIP checkpoint into ``model`` (a ``TFCLIP``); returns a report.
+
+    Report: ``generation`` ('github' | 'mars-release' | 'pre-release'), ``loaded`` (number of tensors),
+    ``skipped`` ({checkpoint key: reason}), ``missing`` (model keys the checkpoint did not provide, e.g. the
+    CLIP-Memory buffers, or the SSP of another variant). Raises ValueError when the checkpoint belongs to another
+    architecture, class count, camera count or input size.
+    """
+    what = "official TF-CLIP checkpoint"
+    state_dict = _read(path_or_state_dict, what)
+    generation = checkpoint_generation(state_dict)
+    target = model.state_dict()
+    checkpoint_ssp = "paper" if generation == "pre-release" else "released"
+    model_ssp = {PaperSSP: "paper", ReleasedSSP: "released"}.get(type(getattr(model, "ssp", None)))
+    shared_ssp = checkpoint_ssp if checkpoint_ssp == model_ssp else None
+    mapped: Dict[str, Tensor] = {}
+    skipped: Dict[str, str] = {}
+    for key, value in state_dict.items():
+        ours, reason = _official_key(key, shared_ssp)
+        if ours is None:
+            skipped[key] = reason
+        elif ours in target:
+            mapped[ours] = value
+        elif ours.startswith("backbone."):
+            raise ValueError(f"{what}: the image encoder does not fit the model's backbone: {key} "
+                             f"{tuple(value.shape)} has no counterpart (a checkpoint of another architecture?)")
+        else:
+            skipped[key] = _absent_reason(ours, model)
+    if not any(k.startswith("backbone.") for k in mapped):
+        raise ValueError(f"{what}: no image_encoder.* weights found")
+    _check_shapes(list(mapped.items()), target, model, what)
+    model.load_state_dict(mapped, strict=False)
+    return {"generation": generation, "loaded": len(mapped), "skipped": skipped,
+            "missing": sorted(set(target) - set(mapped))}
+
+
+def _absent_reason(ours: str, model: nn.Module) -> str:
+    module = ours.split(".")[0]
+    if module == "temporal" or "temp" in module:
+        return "TMD weights; the model's tfclip.temporal is not 'tmd'" \
+            if not isinstance(getattr(model, "temporal", None), TemporalMemoryDiffusion) else "not in the model"
+    if module == "cv_embed":
+        return "the model has no SIE (tfclip.sie False)"
+    return "not in the model"
+
+
+def load_tfclip_state_dict(model: nn.Module, state_dict: Union[str, os.PathLike, StateDict]) -> None:
+    """Load one of our own checkpoints strictly (a path, a state dict, or torchreid's {'state_dict': ...}).
+
+    Raises ValueError naming the first mismatch when it was saved from another architecture, variant,
+    class count or camera count.
+    """
+    what = "TF-CLIP checkpoint"
+    loaded = _read(state_dict, what)
+    target = model.state_dict()
+    missing = sorted(set(target) - set(loaded))
+    unexpected = sorted(set(loaded) - set(target))
+    if missing or unexpected:
+        parts = [f"missing {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else "") if missing else "",
+                 f"unexpected {', '.join(unexpected[:4])}" + (" ..." if len(unexpected) > 4 else "")
+                 if unexpected else ""]
+        raise ValueError(f"{what} does not match the model (another architecture or tfclip.* variant?): "
+                         + "; ".join(p for p in parts if p))
+    _check_shapes(list(loaded.items()), target, model, what)
+    model.load_state_dict(loaded)
