@@ -360,6 +360,9 @@ def test_run_without_test_outputs_is_named(tmp_path):
         build_report([str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="run folder not found: .*nope"):
         build_report([str(tmp_path / "nope")])
+    os.makedirs(tmp_path / "split0" / "test_outputs")
+    with pytest.raises(FileNotFoundError, match=r"several splits .*report the split folders \(.*split0, \.\.\.\)"):
+        build_report([str(tmp_path)])
 
 
 def test_bad_npz_names_file_and_key(tmp_path):

@@ -104,9 +104,12 @@ def run_labels(runs: Sequence[str]) -> List[str]:
 
 
 def model_name(results: Dict[str, Any]) -> Optional[str]:
-    """``config.model.name`` of a ``results.json``, if it has one."""
-    name = results.get("config", {}).get("model", {}).get("name") if isinstance(results.get("config"), dict) else None
-    return str(name) if name else None
+    """The model of a ``results.json``: its ``model`` entry, else ``config.model.name``; None if neither."""
+    if results.get("model"):
+        return str(results["model"])
+    config = results.get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    return str(model["name"]) if isinstance(model, dict) and model.get("name") else None
 
 
 def _intro(report: RunReport, topk: int, num_queries: int, seed: int) -> List[str]:

@@ -57,6 +57,12 @@ def find_test_outputs(run_dir: str) -> List[str]:
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"run folder not found: {run_dir}")
     paths = sorted(glob.glob(os.path.join(run_dir, TEST_OUTPUTS_DIR, "*.npz")))
+    splits = sorted(glob.glob(os.path.join(run_dir, "split*", TEST_OUTPUTS_DIR)))
+    if not paths and splits:
+        raise FileNotFoundError(
+            f"{run_dir}: a run over several splits keeps its test outputs per split; report the split folders "
+            f"({', '.join(os.path.dirname(s) for s in splits[:2])}, ...)"
+        )
     if not paths:
         raise FileNotFoundError(
             f"{os.path.join(run_dir, TEST_OUTPUTS_DIR)}: no <target>.npz files; the report needs a test run "
