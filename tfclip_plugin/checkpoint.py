@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import tempfile
+import uuid
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
@@ -23,9 +23,9 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> str:
     """Write ``state`` to ``path`` atomically (temporary file in the same folder, flush + fsync, rename)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with open(tmp_path, "xb") as stream:
             torch.save(state, stream)
             stream.flush()
             os.fsync(stream.fileno())
