@@ -70,6 +70,7 @@ class ProtocolEvaluationMixin:
         self.cfg = cfg
         self.sampling_override: Optional[str] = None
         self.test_results: Dict[str, dict] = {}
+        self.last_result: Optional[dict] = None
         self.test_seconds = 0.0
 
     @property
@@ -148,7 +149,7 @@ class ProtocolEvaluationMixin:
             save_test_outputs(osp.join(save_dir, "test_outputs", f"{dataset_name}.npz"), protocol,
                               (qf, q_pids, q_camids, query_tuples), (gf, g_pids, g_camids, gallery_tuples))
         self.test_seconds += time.time() - started
-        self.test_results[dataset_name] = result
+        self.test_results[dataset_name] = self.last_result = result
         return float(result["cmc"][0]), result["mAP"]
 
     @staticmethod
@@ -177,8 +178,7 @@ class CheckpointMixin:
 
     def checkpoint_state(self, epoch: int, rank1: float) -> dict:
         """torchreid's checkpoint dict for the 'model' registered in the engine, plus config/mAP/rng."""
-        results = getattr(self, "test_results", {})
-        last = list(results.values())[-1] if results else {}
+        last = self.last_result or {}
         scheduler = self._scheds["model"]
         return {
             "state_dict": self._models["model"].state_dict(),
@@ -209,6 +209,6 @@ class CheckpointMixin:
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> None:
         super().train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
         save_dir = self.writer.get_logdir() if self.writer is not None else self.cfg.data.save_dir
-        rank1 = float(list(self.test_results.values())[-1]["cmc"][0]) if self.test_results else 0.0
+        rank1 = float(self.last_result["cmc"][0]) if self.last_result else 0.0
         self.last_checkpoint = save_checkpoint(self.checkpoint_state(self.epoch, rank1),
                                                osp.join(save_dir, "model", "checkpoint-latest.pth.tar"))

@@ -73,18 +73,23 @@ def build_model(cfg: CN, datamanager) -> torch.nn.Module:
 
 
 def load_weights(model: torch.nn.Module, path: str, tfclip: bool) -> None:
-    """``model.load_weights``: our or torchreid checkpoints by matching names; official TF-CLIP files
-    (a bare state dict) through ``models.load_official_checkpoint``."""
+    """``model.load_weights``. TF-CLIP: our checkpoints strictly (``models.load_tfclip_state_dict``), official
+    TF-CLIP files (a bare state dict) through ``models.load_official_checkpoint``. torchreid models: the
+    entries that match by name and shape (torchreid's rule)."""
     checkpoint = load_checkpoint(path)
-    if tfclip and "state_dict" not in checkpoint:
-        from ..models import load_official_checkpoint
+    if tfclip:
+        from ..models import load_official_checkpoint, load_tfclip_state_dict
 
-        report = load_official_checkpoint(model, checkpoint)
+        if "state_dict" in checkpoint:
+            load_tfclip_state_dict(model, checkpoint)
+            report = {"loaded": len(checkpoint["state_dict"])}
+        else:
+            report = load_official_checkpoint(model, checkpoint)
     else:
         report = load_matching_weights(model, state_dict_of(checkpoint))
         if not report["loaded"]:
             raise ValueError(f"{path}: no entry matches the model {type(model).__name__} by name and shape")
-        report = {k: len(v) if k == "loaded" else v for k, v in report.items()}
+        report["loaded"] = len(report["loaded"])
     print(f"Loaded weights from {path}: {report}")
 
 
@@ -254,3 +259,79 @@ def run_all_splits(cfg: CN, num_splits: int = NUM_SPLITS) -> Dict[str, Any]:
         print(f"{target} over {num_splits} splits: {line}")
     write_results(cfg.data.save_dir, results)
     return results
+
+
+DEMO_YAML = """
+model: {name: tfclip_vit, pretrained: false}
+data:
+  sources: [synthvid]
+  targets: [synthvid]
+  height: 64
+  width: 32
+  transforms: [random_flip, random_erase]
+  workers: 0
+sampler: {train_sampler: RandomIdentitySampler, num_instances: 4}
+video: {seq_len: 8, sample_method: rrs}
+train: {lr: 3.0e-4, weight_decay: 1.0e-4, max_epoch: 12, batch_size: 16, stepsize: [10], seed: 1234, print_freq: 10}
+test: {batch_size: 64}
+tfclip: {vision_width: 128, vision_layers: 4, embed_dim: 128, warmup_epochs: 2, precision: fp32}
+"""
+DEMO_BASELINE = {"model.name": "osnet_x0_25", "loss.name": "triplet"}
+
+
+def demo_config(root: str = "reid-data", save_dir: str = "log/demo") -> CN:
+    """The demo setting (``configs/demo.yaml`` holds the same values): synthvid, a small TF-CLIP ViT from
+    random weights, both phases, on CPU."""
+    from ..config import get_default_config
+
+    cfg = get_default_config()
+    cfg.merge_from_other_cfg(CN.load_cfg(DEMO_YAML))
+    cfg.data.root, cfg.data.save_dir = root, save_dir
+    return cfg
+
+
+def _demo_variant(cfg: CN, save_dir: str, **options: Any) -> CN:
+    variant = cfg.clone()
+    variant.merge_from_list([item for pair in options.items() for item in pair])
+    variant.data.save_dir = save_dir
+    return variant
+
+
+def run_demo(root: str = "reid-data", save_dir: str = "log/demo") -> Dict[str, Any]:
+    """``tfclip-reid demo``: the untrained TF-CLIP, the trained one (phase 1 + phase 2) and a torchreid
+    baseline trained by torchreid's video engine, all tested under the same protocol and sampling.
+
+    Prints a table and, as its last line, one JSON object (untrained_map, trained_map, baseline_map,
+    baseline_model, seconds, ...). Returns that object.
+    """
+    started = time.time()
+    cfg = demo_config(root, osp.join(save_dir, "tfclip"))
+    runs = {
+        "TF-CLIP, untrained": run_single(_demo_variant(cfg, osp.join(save_dir, "untrained"),
+                                                       **{"test.evaluate": True})),
+        "TF-CLIP, trained": run_single(cfg),
+        f"{DEMO_BASELINE['model.name']} (torchreid video engine)": run_single(
+            _demo_variant(cfg, osp.join(save_dir, "baseline"), **DEMO_BASELINE)),
+    }
+    target = cfg.data.targets[0]
+    print(f"\nsynthvid demo: protocol {cfg.tfclip.protocol}, {cfg.tfclip.test_sampling} test sampling")
+    print(f"{'model':<40} {'mAP':>7} {'R1':>7} {'R5':>7} {'mINP':>7} {'seconds':>8}")
+    for name, result in runs.items():
+        metrics = result["results"][target]
+        print(f"{name:<40} {metrics['mAP']:>7.1%} {metrics['cmc']['1']:>7.1%} {metrics['cmc']['5']:>7.1%} "
+              f"{metrics['mINP']:>7.1%} {result['wall_seconds']['total']:>8.1f}")
+    untrained, trained, baseline = (r["results"][target] for r in runs.values())
+    summary = {
+        "untrained_map": round(untrained["mAP"], 4),
+        "trained_map": round(trained["mAP"], 4),
+        "baseline_map": round(baseline["mAP"], 4),
+        "untrained_rank1": round(untrained["cmc"]["1"], 4),
+        "trained_rank1": round(trained["cmc"]["1"], 4),
+        "baseline_rank1": round(baseline["cmc"]["1"], 4),
+        "baseline_model": DEMO_BASELINE["model.name"],
+        "protocol": cfg.tfclip.protocol,
+        "test_sampling": cfg.tfclip.test_sampling,
+        "seconds": round(time.time() - started, 1),
+    }
+    print(json.dumps(summary))
+    return summary
