@@ -92,8 +92,7 @@ def choose_queries(ranking: Ranking, num_queries: int, seed: int = 0) -> np.ndar
     sample (``numpy.random.default_rng(seed)``) in query order. When one kind runs short the other
     fills the rows. Queries with no true match in the gallery are never shown.
     """
-    has_match = ranking.first_match >= 0
-    misses = np.flatnonzero(has_match & (ranking.first_match > 0))
+    misses = np.flatnonzero(ranking.first_match > 0)
     hits = np.flatnonzero(ranking.first_match == 0)
     misses = misses[np.lexsort((-ranking.first_match_gap[misses], -ranking.first_match[misses]))]
     n_miss = min(len(misses), (num_queries + 1) // 2)
