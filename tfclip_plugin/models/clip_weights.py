@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 import zipfile
 from typing import Dict, Tuple
 
@@ -60,25 +61,31 @@ def _visual_part(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return visual or dict(state_dict)
 
 
+def _as_fp32(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
 def read_clip_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
     """The visual tower's weights (fp32, OpenAI/open_clip names without ``visual.``) from ``source``."""
     if source == "openai":
         import open_clip
 
         model = open_clip.create_model(OPENAI_MODEL_NAMES[arch], pretrained="openai")
-        return {k: v.float() for k, v in model.visual.state_dict().items()}
+        return _as_fp32(model.visual.state_dict())
     if not os.path.isfile(source):
         raise FileNotFoundError(f"tfclip.clip_weights: no such file '{source}' (expected an OpenAI TorchScript "
                                 f"archive, a state dict, an open_clip checkpoint, or 'openai')")
     if is_torchscript_archive(source):
-        state_dict = torch.jit.load(source, map_location="cpu").state_dict()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
+            state_dict = torch.jit.load(source, map_location="cpu").state_dict()
     else:
         from open_clip.factory import load_state_dict
 
         state_dict = load_state_dict(source, weights_only=True)
     if not isinstance(state_dict, dict) or not all(isinstance(v, Tensor) for v in state_dict.values()):
         raise ValueError(f"tfclip.clip_weights: '{source}' does not hold a state dict of tensors")
-    return {k: v.float() for k, v in _visual_part(state_dict).items() if isinstance(v, Tensor)}
+    return _as_fp32(_visual_part(state_dict))
 
 
 def load_clip_weights(backbone: Backbone, source: str) -> None:
