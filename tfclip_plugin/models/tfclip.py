@@ -161,14 +161,12 @@ class TFCLIP(nn.Module):
 
         features = [f_cls, f_proj]
         logits = [self.classifier2(self.bottleneck(f_cls)), self.classifier_proj(self.bottleneck_proj(f_proj))]
-        frame_logits = None
         if g_seq is not None:
             features.append(g_seq)
             logits.append(self.classifier_proj_temp(self.bottleneck_proj_temp2(g_seq)))
-        if g_frame is not None:
-            frame_logits = self.classifier_proj_temp(self.bottleneck_proj_temp(g_frame))
         if frame_input:
             return logits if self.loss == "softmax" else (logits, features)
+        frame_logits = self.classifier_proj_temp(self.bottleneck_proj_temp(g_frame)) if g_frame is not None else None
         v2m = self._v2m_logits(f_proj, frames.tokens, b) if self.use_memory and bool(self.memory_ready) else None
         return TFCLIPOutput(logits=logits, frame_logits=frame_logits, features=features, v2m_logits=v2m)
 
