@@ -102,6 +102,13 @@ def test_ssp_of_the_other_variant_is_skipped_and_reported():
     assert_same_weights(source, target, skip=("memory", "memory_ready", "ssp."))
 
 
+def test_ssp_weights_are_skipped_by_a_model_without_ssp():
+    report = load_official_checkpoint(tiny(memory=False), to_official(tiny(seed=1), "github"))
+    assert report["skipped"]["SSP.decoder.0.self_attn.q_proj.weight"] == \
+        "the model has no SSP (tfclip.ssp 'none' or tfclip.memory False)"
+    assert not any(k.startswith("ssp.") for k in report["missing"])
+
+
 def test_tmd_weights_are_skipped_for_another_temporal_module():
     report = load_official_checkpoint(tiny(temporal="tap"), to_official(tiny(seed=1), "github"))
     assert report["skipped"]["TMD.resblocks.0.message_fc.weight"] == "TMD weights; the model's tfclip.temporal is not 'tmd'"

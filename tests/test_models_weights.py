@@ -141,3 +141,22 @@ def test_pretrained_false_or_empty_path_keeps_random_init(tmp_path):
     torch.manual_seed(3)
     b = build_tfclip("tfclip_vit", 5, 2, pretrained=True, height=64, width=32, clip_weights="", **TINY_VIT)
     torch.testing.assert_close(a.backbone.visual.conv1.weight, b.backbone.visual.conv1.weight)
+
+
+def test_openai_tag_goes_through_open_clips_quickgelu_models(monkeypatch):
+    import open_clip
+
+    calls = []
+    torch.manual_seed(1)
+    tiny_clip = CLIP(embed_dim=64, vision_cfg=dict(image_size=224, layers=2, width=64, head_width=64, patch_size=16),
+                     text_cfg=TEXT, quick_gelu=True)
+
+    def create_model(name, pretrained=None, **kwargs):
+        calls.append((name, pretrained))
+        return tiny_clip
+
+    monkeypatch.setattr(open_clip, "create_model", create_model)
+    model = build_tfclip("tfclip_vit", 5, 2, pretrained=True, height=64, width=32, clip_weights="openai", **TINY_VIT)
+    assert calls == [("ViT-B-16-quickgelu", "openai")]
+    expected = {"visual." + k: v for k, v in tiny_clip.visual.state_dict().items()}
+    _assert_loaded(model, _expected_backbone(expected, (4, 2)))

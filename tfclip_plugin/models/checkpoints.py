@@ -78,8 +78,9 @@ def _ssp_key(rest: str, released: bool) -> Optional[str]:
     return "video_norm." + rest[len("norm."):] if rest.startswith("norm.") else None
 
 
-def _official_key(key: str, ssp_variant: Optional[str]) -> Tuple[Optional[str], str]:
-    """Reference key -> (our key or None, reason when None); ``ssp_variant`` is the SSP both sides share."""
+def _official_key(key: str, ssp_variant: Optional[str], ssp_reason: str) -> Tuple[Optional[str], str]:
+    """Reference key -> (our key or None, reason when None); ``ssp_variant`` is the SSP both sides share
+    (None: skip the SSP weights for ``ssp_reason``)."""
     if key.startswith("image_encoder."):
         return "backbone.visual." + key[len("image_encoder."):], ""
     if key.startswith("classifier_proj_temp2."):
@@ -93,7 +94,7 @@ def _official_key(key: str, ssp_variant: Optional[str]) -> Tuple[Optional[str], 
     ssp = _SSP.match(key)
     if ssp:
         if ssp_variant is None:
-            return None, "the model's tfclip.ssp is not this checkpoint's SSP variant"
+            return None, ssp_reason
         ours = _ssp_key(ssp.group(1), ssp_variant == "released")
         return ("ssp." + ours, "") if ours else (None, "not a TF-CLIP module")
     return None, "not a TF-CLIP module"
@@ -135,10 +136,12 @@ def load_official_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os
     checkpoint_ssp = "paper" if generation == "pre-release" else "released"
     model_ssp = {PaperSSP: "paper", ReleasedSSP: "released"}.get(type(getattr(model, "ssp", None)))
     shared_ssp = checkpoint_ssp if checkpoint_ssp == model_ssp else None
+    ssp_reason = ("the model has no SSP (tfclip.ssp 'none' or tfclip.memory False)" if model_ssp is None
+                  else "the model's tfclip.ssp is not this checkpoint's SSP variant")
     mapped: Dict[str, Tensor] = {}
     skipped: Dict[str, str] = {}
     for key, value in state_dict.items():
-        ours, reason = _official_key(key, shared_ssp)
+        ours, reason = _official_key(key, shared_ssp, ssp_reason)
         if ours is None:
             skipped[key] = reason
         elif ours in target:
