@@ -77,7 +77,7 @@ def read_clip_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
                                 f"archive, a state dict, an open_clip checkpoint, or 'openai')")
     if is_torchscript_archive(source):
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated")
             state_dict = torch.jit.load(source, map_location="cpu").state_dict()
     else:
         from open_clip.factory import load_state_dict
