@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import host
 from .config import get_default_config
+from .models import build_tfclip, load_official_checkpoint, model_complexity
 
 __version__ = "0.1.0"
 
