@@ -5,7 +5,8 @@ the defaults are changed to the video/TF-CLIP setting (8-frame clips, identity s
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import contextlib
+from typing import Any, Dict, Iterator, Optional
 
 from yacs.config import CfgNode as CN
 
@@ -161,6 +162,17 @@ def set_active_config(cfg: Optional[CN]) -> None:
 def active_config() -> CN:
     """The config set by :func:`set_active_config`, else the defaults."""
     return _ACTIVE if _ACTIVE is not None else get_default_config()
+
+
+@contextlib.contextmanager
+def activated_config(cfg: CN) -> Iterator[CN]:
+    """``cfg`` is the active config inside the ``with`` block; the previous one is restored afterwards."""
+    global _ACTIVE
+    previous, _ACTIVE = _ACTIVE, cfg
+    try:
+        yield cfg
+    finally:
+        _ACTIVE = previous
 
 
 def tfclip_options(cfg: CN) -> Dict[str, Any]:
