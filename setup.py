@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["tfclip_plugin", "tfclip_plugin.*"]),
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.2",
         # torchreid 0.2.5 imports these at import time but does not declare them
         "torchvision>=0.16",
         "tensorboard>=2.10",
@@ -18,7 +18,7 @@ setup(
         "scipy>=1.8",
         "six",
         "torchreid>=0.2.5",
-        "open_clip_torch>=2.20",
+        "open_clip_torch>=3.3,<4",  # uses its private _build_vision_tower / CLIPVisionCfg,
         "numpy>=1.23",
         "Pillow>=9.0",
         "gdown>=4.7",

@@ -110,7 +110,8 @@ def get_default_config() -> CN:
     cfg.tfclip = CN()
     # model
     cfg.tfclip.clip_weights = ""  # '' random init; file (OpenAI TorchScript, state dict, open_clip ckpt); 'openai'
-    cfg.tfclip.memory = True  # CLIP-Memory + V2M loss (False: the A1/B2 baseline heads only)
+    cfg.tfclip.memory = True  # CLIP-Memory + SSP + V2M loss (False: supplement Table 7 'without CLIP-M';
+    # the A1/B2 rows of Tables 3-5 keep the memory: ssp 'none', temporal 'tap')
     cfg.tfclip.ssp = "paper"  # 'paper' | 'released' | 'none'
     cfg.tfclip.ssp_layers = 2
     cfg.tfclip.temporal = "tmd"  # 'tmd' | 'tap' | 'conv1d' | 'transf' | 'transf_cls'
