@@ -12,6 +12,7 @@ from tfclip_plugin import evaluation
 from tfclip_plugin.report import build_report
 from tfclip_plugin.report.events import read_scalars
 from tfclip_plugin.report.outputs import TestOutputs, load_test_outputs
+from tfclip_plugin.report.plots import _training_panels
 from tfclip_plugin.report.ranked_figure import (
     CORRECT_COLOUR, QUERY_COLOUR, WRONG_COLOUR, RankedCell, RankedLayout, draw_ranked_results,
 )
@@ -91,6 +92,7 @@ def write_run(run_dir, seed: int = 0, protocol: str = "tfclip", events: bool = T
             writer.add_scalar("Train/loss_id", 2.0 - 0.25 * step, step)
             writer.add_scalar("Train/lr", 1e-5 * (step + 1), step)
             writer.add_scalar("Train/time", 0.1, step)
+            writer.add_scalar("Train/acc_v2m", 0.1 * step, step)
         for epoch, (r1, m) in enumerate([(0.4, 0.3), (0.7, 0.6)]):
             writer.add_scalar(f"Test/{TARGET}/rank1", r1, epoch + 1)
             writer.add_scalar(f"Test/{TARGET}/mAP", m, epoch + 1)
@@ -273,10 +275,10 @@ def test_report_writes_every_figure_and_the_page(run_dir, built):
     names = {"ranked_synth.png", "cmc_synth.png", "feature_map_synth.png", "training_curves.png", "index.html"}
     assert sorted(built) == sorted(os.path.join(report, n) for n in names)
     assert set(os.listdir(report)) == names
-    # matplotlib figures: figsize x dpi 100 (one panel of 4.2 x 3.6; 4.6 x (4.2 + 0.9); three of 4.2 x 3.4)
+    # matplotlib figures: figsize x dpi 100 (one panel of 4.2 x 3.6; 4.6 x (4.2 + 0.9); four of 4.2 x 3.4)
     assert Image.open(os.path.join(report, "cmc_synth.png")).size == (420, 360)
     assert Image.open(os.path.join(report, "feature_map_synth.png")).size == (460, 510)
-    assert Image.open(os.path.join(report, "training_curves.png")).size == (1260, 340)
+    assert Image.open(os.path.join(report, "training_curves.png")).size == (1680, 340)
 
 
 def test_ranked_figure_shows_misses_first_with_the_expected_borders(run_dir, built):
@@ -345,11 +347,22 @@ def test_several_runs_share_comparison_figures(tmp_path):
 
 def test_read_scalars_returns_every_tag_in_step_order(run_dir):
     scalars = read_scalars(run_dir)
-    assert set(scalars) == {"Train/loss_id", "Train/lr", "Train/time", f"Test/{TARGET}/rank1", f"Test/{TARGET}/mAP"}
+    assert set(scalars) == {"Train/loss_id", "Train/lr", "Train/time", "Train/acc_v2m", f"Test/{TARGET}/rank1",
+                            f"Test/{TARGET}/mAP"}
     steps, values = scalars["Train/loss_id"]
     np.testing.assert_array_equal(steps, np.arange(6))
     np.testing.assert_allclose(values, 2.0 - 0.25 * np.arange(6))
     np.testing.assert_array_equal(scalars[f"Test/{TARGET}/rank1"][0], [1, 2])
+
+
+def test_training_panels_sort_tags_by_kind(run_dir):
+    panels = _training_panels(read_scalars(run_dir))
+    assert {title: (sorted(curves), xlabel, percent) for title, (curves, xlabel, percent) in panels.items()} == {
+        "losses": (["loss_id"], "iteration", False),
+        "training accuracy (%)": (["acc_v2m"], "iteration", True),
+        "learning rate": (["lr"], "iteration", False),
+        "evaluation (%)": ([f"{TARGET}/mAP", f"{TARGET}/rank1"], "epoch", True),
+    }
 
 
 # ---------------------------------------------------------------- bad input

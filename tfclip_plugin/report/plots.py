@@ -14,7 +14,7 @@ from PIL import Image
 from .events import Series
 
 DPI = 100
-_TRAIN_TAGS_NOT_LOSSES = ("Train/time", "Train/data", "Train/lr")
+_TRAIN_TAGS_NOT_LOSSES = ("Train/time", "Train/data")
 
 
 def plot_cmc_panels(panels: Mapping[str, Mapping[str, np.ndarray]], path: str, title: str = "") -> None:
@@ -83,29 +83,46 @@ def plot_feature_maps(
     fig.savefig(path)
 
 
-def plot_training_curves(scalars: Mapping[str, Series], path: str, title: str = "") -> bool:
-    """Losses and learning rate per iteration, ``Test/*`` metrics per epoch; False if there is nothing.
+def _training_panels(scalars: Mapping[str, Series]) -> Dict[str, Tuple[Dict[str, Series], str, bool]]:
+    """title -> (curves by label, x label, in percent) for the tags torchreid's writer and our engines use."""
+    groups: Dict[str, Dict[str, Series]] = {"losses": {}, "training accuracy (%)": {}, "learning rate": {},
+                                            "evaluation (%)": {}}
+    for tag, series in scalars.items():
+        section, _, name = tag.partition("/")
+        if section == "Test":
+            groups["evaluation (%)"][name] = series
+        elif section == "Train" and tag == "Train/lr":
+            groups["learning rate"]["lr"] = series
+        elif section == "Train" and name.startswith("acc"):
+            groups["training accuracy (%)"][name] = series
+        elif section == "Train" and tag not in _TRAIN_TAGS_NOT_LOSSES:
+            groups["losses"][name] = series
+    return {
+        title: (curves, "epoch" if title.startswith("evaluation") else "iteration", title.endswith("(%)"))
+        for title, curves in groups.items() if curves
+    }
 
-    Reads torchreid's writer tags: ``Train/<loss>``, ``Train/lr``, ``Test/<target>/rank1|mAP``.
+
+def plot_training_curves(scalars: Mapping[str, Series], path: str, title: str = "") -> bool:
+    """Losses, accuracies and learning rate per iteration, test metrics per epoch; False if there is nothing.
+
+    Reads the writer's tags: ``Train/<loss>``, ``Train/acc*``, ``Train/lr`` (``Train/time`` and
+    ``Train/data`` are left out) and ``Test/<target>/<metric>``. Fractions (all values <= 1) in the
+    percent panels are drawn as percentages.
     """
-    losses = {t: s for t, s in scalars.items() if t.startswith("Train/") and t not in _TRAIN_TAGS_NOT_LOSSES}
-    panels: Dict[str, Tuple[Dict[str, Series], str]] = {}
-    if losses:
-        panels["losses"] = ({t[len("Train/"):]: s for t, s in losses.items()}, "iteration")
-    if "Train/lr" in scalars:
-        panels["learning rate"] = ({"lr": scalars["Train/lr"]}, "iteration")
-    tests = {t[len("Test/"):]: s for t, s in scalars.items() if t.startswith("Test/")}
-    if tests:
-        panels["evaluation (%)"] = (tests, "epoch")
+    panels = _training_panels(scalars)
     if not panels:
         return False
     fig = Figure(figsize=(4.2 * len(panels), 3.4), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (panel_title, (curves, xlabel)) in zip(axes, panels.items()):
+    for ax, (panel_title, (curves, xlabel, percent)) in zip(axes, panels.items()):
         for label, (steps, values) in curves.items():
-            scale = 100.0 if panel_title.startswith("evaluation") and values.max(initial=0) <= 1.0 else 1.0
-            marker = "o" if len(steps) < 50 else None
-            ax.plot(steps, scale * values, marker=marker, markersize=3, linewidth=1.2, label=label)
+            scale = 100.0 if percent and values.max(initial=0) <= 1.0 else 1.0
+            ax.plot(steps, scale * values, marker="o" if len(steps) < 50 else None, markersize=3, linewidth=1.2,
+                    label=label)
+        steps = np.concatenate([s for s, _ in curves.values()])
+        if steps.min() == steps.max():
+            ax.set_xlim(steps.min() - 1, steps.max() + 1)
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
