@@ -10,6 +10,8 @@ from __future__ import annotations
 import os.path as osp
 from typing import List
 
+import numpy as np
+
 from ... import host
 from ..video import TrackletSamplingMixin
 from .layout import DatasetLayoutError, require_paths
@@ -35,6 +37,7 @@ class Mars(TrackletSamplingMixin, host.Mars):
 
     def process_data(self, names, meta_data, home_dir=None, relabel=False, min_seq_len=0) -> List[tuple]:
         name = type(self).__name__
+        meta_data = np.atleast_2d(meta_data)  # torchreid's squeeze() leaves a single query row 1-D
         info = osp.join(self.dataset_dir, "info", "tracks_train_info.mat" if home_dir == "bbox_train"
                         else "tracks_test_info.mat")
         names_file = osp.join(self.dataset_dir, "info", "train_name.txt" if home_dir == "bbox_train"
