@@ -65,8 +65,9 @@ UPSTREAM_SIMULATION = textwrap.dedent(
     from torchreid.models import build_model  # upstream-style import
     factory = vars(torchreid.models)["__model_factory"]
     assert "tfclip_vit" in factory and "tfclip_rn50" in factory
-    from torchreid.data.datasets import __dict__ as registry_module
-    assert "lsvid" in registry_module["__video_datasets"]
+    assert "lsvid" in vars(torchreid.data.datasets)["__video_datasets"]
+    manager_cls = torchreid.data.VideoDataManager
+    assert manager_cls is host.VideoDataManager
     print("upstream ok")
     """
 )
