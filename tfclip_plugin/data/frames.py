@@ -43,10 +43,7 @@ def open_frame(path: str) -> Image.Image:
     except FileNotFoundError as err:
         raise BadFrameError(f"frame listed by the dataset but absent on disk: {path}") from err
     except (OSError, ValueError, SyntaxError) as err:
-        raise BadFrameError(
-            f"cannot read frame {path}: {err} (set tfclip.skip_bad_frames True to replace unreadable frames "
-            f"by a neighbouring frame)"
-        ) from err
+        raise BadFrameError(f"cannot read frame {path}: {err}") from err
 
 
 class FrameReader:
@@ -87,7 +84,8 @@ class FrameReader:
             return open_frame(paths[index])
         except BadFrameError as err:
             if not self.skip_bad_frames:
-                raise
+                raise BadFrameError(f"{err} (set tfclip.skip_bad_frames True to replace unreadable frames by a "
+                                    f"neighbouring frame)") from err
             failure = err
         for neighbour in _neighbours(index, len(paths)):
             try:
