@@ -35,7 +35,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.server.paths.append(self.path)
-        if self.path in ("/good.bin", "/weights/model.pth"):
+        if self.path in ("/good.bin", "/weights/model.pth", "/get/?file=7"):
             self._send(PAYLOAD, len(PAYLOAD))
         elif self.path == "/corrupt.bin":
             self._send(CORRUPT, len(CORRUPT))
@@ -117,6 +117,16 @@ def test_default_cache_dir_comes_from_the_environment(server, tmp_path):
     path = fetch_file(f"{server.base}/weights/model.pth", GOOD_SHA, filename="vit.pth", quiet=True)
     assert path == str(tmp_path / "env-cache" / "vit.pth")
     assert server.paths == ["/weights/model.pth"]
+
+
+def test_url_without_file_name_needs_a_filename(server, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="does not end in a file name; pass filename="):
+        fetch_file(f"{server.base}/get/?file=7", GOOD_SHA, cache_dir=str(cache), quiet=True)
+    assert server.paths == [] and not cache.exists()
+    path = fetch_file(f"{server.base}/get/?file=7", GOOD_SHA, cache_dir=str(cache), filename="seven.bin", quiet=True)
+    assert path == str(cache / "seven.bin")
+    assert sha256sum(path) == GOOD_SHA
 
 
 def test_corrupted_download_raises_and_leaves_nothing(server, tmp_path):
@@ -233,6 +243,7 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
         (f"https://drive.google.com/file/d/{DRIVE_ID}/view?usp=sharing", (f"https://drive.google.com/uc?id={DRIVE_ID}", DRIVE_ID)),
         (f"https://drive.google.com/open?id={DRIVE_ID}", (f"https://drive.google.com/uc?id={DRIVE_ID}", DRIVE_ID)),
         ("https://example.org/a/ViT-B-16%20v2.pt?x=1", ("https://example.org/a/ViT-B-16%20v2.pt?x=1", "ViT-B-16 v2.pt")),
+        ("https://example.org/get/?file=7", ("https://example.org/get/?file=7", None)),
     ],
 )
 def test_resolve_source(source, expected):
@@ -244,7 +255,6 @@ def test_resolve_source(source, expected):
     [
         ("ftp://example.org/model.pth", "only http"),
         ("model.pth", "neither an http"),
-        ("https://example.org/", "pass filename="),
         ("https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz0", "without a file id"),
     ],
 )

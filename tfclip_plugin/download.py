@@ -71,12 +71,12 @@ def sha256sum(path: str, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def resolve_source(url_or_id: str) -> Tuple[str, str]:
+def resolve_source(url_or_id: str) -> Tuple[str, Optional[str]]:
     """The URL gdown is given and the default cache filename for a Drive id, Drive URL or http(s) URL.
 
     A Drive id or any Drive file URL (``/file/d/<id>/view``, ``/uc?id=<id>``, ``/open?id=<id>``) becomes
     ``https://drive.google.com/uc?id=<id>`` and is cached as ``<id>``; a plain URL is used as given and
-    cached under the last component of its path.
+    cached under the last component of its path (None when its path ends in ``/``).
     """
     text = url_or_id.strip()
     if "://" not in text:
@@ -98,9 +98,7 @@ def resolve_source(url_or_id: str) -> Tuple[str, str]:
             )
         return _DRIVE_DOWNLOAD_URL.format(file_id), file_id
     name = os.path.basename(urllib.parse.unquote(parsed.path))
-    if not name or name in (".", ".."):
-        raise ValueError(f"{url_or_id!r} does not end in a file name; pass filename= to name the cached file")
-    return text, name
+    return text, (name if name not in ("", ".", "..") else None)
 
 
 def fetch_file(
@@ -132,6 +130,8 @@ def fetch_file(
     expected = _normalise_sha256(sha256)
     url, default_name = resolve_source(url_or_id)
     name = _check_filename(filename) if filename is not None else default_name
+    if name is None:
+        raise ValueError(f"{url_or_id!r} does not end in a file name; pass filename= to name the cached file")
     directory = os.path.expanduser(cache_dir) if cache_dir else default_cache_dir()
     target = os.path.join(directory, name)
 
