@@ -29,6 +29,8 @@ setup(
         "matplotlib>=3.6",
         # `tfclip-reid report`: t-SNE map of the test features (sklearn.manifold.TSNE)
         "scikit-learn>=1.2",
+        # the t-SNE runs on one OpenMP thread (scikit-learn's pool stalls on loaded, shared CPUs)
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "test": ["pytest>=7"],

@@ -34,8 +34,11 @@ def embed_identities(outputs: TestOutputs, identities: np.ndarray, seed: int = 0
     """t-SNE (PCA init, ``random_state=seed``) of every query and gallery tracklet of ``identities``.
 
     Perplexity is min(30, (n - 1) / 3) for n tracklets; fewer than ``MIN_TRACKLETS`` is an error.
+    One OpenMP thread: a map of a few hundred points takes a fraction of a second on it, while
+    scikit-learn's busy-waiting thread pool can stall for many seconds on a shared, loaded CPU.
     """
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     features = np.concatenate([outputs.query_features, outputs.gallery_features])
     pids = np.concatenate([outputs.query_pids, outputs.gallery_pids])
@@ -46,5 +49,6 @@ def embed_identities(outputs: TestOutputs, identities: np.ndarray, seed: int = 0
     if n < MIN_TRACKLETS:
         raise ValueError(f"{outputs.path}: {n} tracklets of the sampled identities; a t-SNE map needs {MIN_TRACKLETS}")
     tsne = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3.0), init="pca", random_state=seed)
-    xy = tsne.fit_transform(features[keep].astype(np.float64))
+    with threadpool_limits(limits=1):
+        xy = tsne.fit_transform(features[keep].astype(np.float64))
     return FeatureMap(xy=xy, pids=pids[keep], is_query=is_query[keep], frames=frames[keep])
