@@ -403,3 +403,51 @@ def test_missing_frames_warn_once_per_run(tmp_path):
         os.remove(os.path.join(run, "frames", name))
     with pytest.warns(UserWarning, match=r"frame file\(s\) not found, drawn grey"):
         build_report([run], topk=2, num_queries=2, num_identities=3)
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_report_of_a_short_synthvid_run(tmp_path):
+    """Generate a small synthvid, train a tiny TF-CLIP for one epoch, test it, report the run folder."""
+    from tfclip_plugin.config import get_default_config
+    from tfclip_plugin.data import generate_synthvid
+    from tfclip_plugin.engine.runner import run_experiment
+
+    root, save_dir = str(tmp_path / "data"), str(tmp_path / "run")
+    generate_synthvid(root, seed=0, num_train_ids=8, num_test_ids=8, max_frames=16, num_junk=2, num_distractors=2)
+    cfg = get_default_config()
+    cfg.model.name, cfg.model.pretrained = "tfclip_vit", False
+    cfg.data.sources, cfg.data.targets, cfg.data.root = ["synthvid"], ["synthvid"], root
+    cfg.data.height, cfg.data.width, cfg.data.workers, cfg.data.save_dir = 64, 32, 0, save_dir
+    cfg.train.max_epoch, cfg.train.lr, cfg.train.stepsize = 1, 3e-4, [1]
+    cfg.tfclip.vision_width, cfg.tfclip.vision_layers, cfg.tfclip.embed_dim = 64, 2, 64
+    cfg.tfclip.warmup_epochs = 1
+    results = run_experiment(cfg)
+
+    paths = build_report([save_dir], topk=3, num_queries=4, seed=0)
+    report = os.path.join(save_dir, "report")
+    names = ["ranked_synthvid.png", "cmc_synthvid.png", "feature_map_synthvid.png", "training_curves.png",
+             "index.html"]
+    assert paths == [os.path.join(report, n) for n in names]
+
+    outputs = load_test_outputs(os.path.join(save_dir, "test_outputs", "synthvid.npz"))
+    summary = results["results"]["synthvid"]
+    assert (outputs.num_query, outputs.protocol) == (summary["num_query"], "tfclip")
+    assert outputs.num_query + outputs.num_gallery == summary["num_gallery"]
+    assert all(os.path.isfile(p) for p in outputs.query_frames.ravel())
+    # the report's metrics come from the saved float16 features; results.json's from the float32 ones
+    recomputed = evaluation.evaluate(outputs.query_features, outputs.gallery_features, outputs.query_pids,
+                                     outputs.gallery_pids, outputs.query_camids, outputs.gallery_camids)
+    assert recomputed["mAP"] == pytest.approx(summary["mAP"], abs=0.02)
+
+    ranking = rank_gallery(outputs, "tfclip", topk=3)
+    chosen = choose_queries(ranking, 4, seed=0)
+    layout = RankedLayout(num_rows=4, topk=3)
+    image = Image.open(paths[0]).convert("RGB")
+    assert image.size == layout.size == (2 * 8 + 4 * 136 + 18 + 2 * 6, 2 * 8 + 14 + 4 * 86 + 3 * 8)
+    assert len(_rings(image, QUERY_COLOUR, layout)) == 4
+    assert len(_rings(image, CORRECT_COLOUR, layout)) == int(ranking.matches[chosen].sum())
+    assert len(_rings(image, WRONG_COLOUR, layout)) == 12 - int(ranking.matches[chosen].sum())
+    links = [link for link in _links(paths[-1]) if not link.startswith("#")]
+    assert set(links) == set(names[:-1])
