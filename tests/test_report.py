@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from tfclip_plugin import evaluation
 from tfclip_plugin.report import build_report
+from tfclip_plugin.report.builder import run_labels
 from tfclip_plugin.report.events import read_scalars
 from tfclip_plugin.report.outputs import TestOutputs, load_test_outputs
 from tfclip_plugin.report.plots import _training_panels
@@ -46,7 +47,8 @@ def _normalise(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def write_run(run_dir, seed: int = 0, protocol: str = "tfclip", events: bool = True, feature_dim: int = 32):
+def write_run(run_dir, seed: int = 0, protocol: str = "tfclip", events: bool = True, feature_dim: int = 32,
+              model: str = "tfclip_vit"):
     """A run folder as the engine leaves it: test_outputs/<TARGET>.npz, results.json, tensorboard events.
 
     Identity i has one query (camera 0) and one gallery tracklet per camera in GALLERY_CAMS, all near
@@ -80,7 +82,7 @@ def write_run(run_dir, seed: int = 0, protocol: str = "tfclip", events: bool = T
         gallery_pids=np.array(g_pids, dtype=np.int64), gallery_camids=np.array(g_cams, dtype=np.int64),
         query_frames=np.array(q_frames), gallery_frames=np.array(g_frames), protocol=np.array(protocol),
     )
-    results = {"config": {"model": {"name": "tfclip_vit"}, "tfclip": {"protocol": protocol}},
+    results = {"config": {"model": {"name": model}, "tfclip": {"protocol": protocol}},
                "targets": {TARGET: {"protocol": protocol, "cmc": {"1": 0.7}, "mAP": 0.75}}}
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f)
@@ -330,7 +332,7 @@ def test_same_seed_same_figure_and_cli_prints_paths(tmp_path, capsys):
 
 def test_several_runs_share_comparison_figures(tmp_path):
     run_a = write_run(tmp_path / "a" / "tfclip", seed=0, events=False)
-    run_b = write_run(tmp_path / "b" / "tfclip", seed=1, protocol="torchreid", events=False)
+    run_b = write_run(tmp_path / "b" / "tfclip", seed=1, protocol="torchreid", events=False, model="osnet_x0_25")
     paths = build_report([run_a, run_b], topk=2, num_queries=2, seed=0, num_identities=4)
     for run in (run_a, run_b):
         report = os.path.join(run, "report")
@@ -340,9 +342,16 @@ def test_several_runs_share_comparison_figures(tmp_path):
         assert Image.open(os.path.join(report, "cmc_runs_synth.png")).size == (1260, 360)
         assert Image.open(os.path.join(report, "feature_map_runs_synth.png")).size == (920, 420)
         page = open(os.path.join(report, "index.html"), encoding="utf-8").read()
-        assert "CMC of a/tfclip, b/tfclip" in page
+        assert "CMC of a/tfclip (tfclip_vit), b/tfclip (osnet_x0_25)" in page
         assert all(os.path.isfile(os.path.join(report, link)) for link in _links(os.path.join(report, "index.html"))
                    if not link.startswith("#"))
+
+
+def test_run_labels_are_short_unique_and_name_the_model():
+    assert run_labels(["log/tfclip", "log/base"], ["tfclip_vit", None]) == ["tfclip (tfclip_vit)", "base"]
+    assert run_labels(["x/a/run", "x/b/run"], ["resnet50", "resnet50"]) == ["a/run (resnet50)", "b/run (resnet50)"]
+    assert run_labels(["log/osnet_x0_25", "log/osnet_x0_25"], ["osnet_x0_25"] * 2) == [
+        "osnet_x0_25 [1]", "osnet_x0_25 [2]"]
 
 
 def test_read_scalars_returns_every_tag_in_step_order(run_dir):

@@ -65,10 +65,11 @@ def build_report(
         raise ValueError("report needs at least one run folder")
     if topk < 1 or num_queries < 1 or num_identities < 1:
         raise ValueError(f"topk, queries and identities must be at least 1; got {topk}, {num_queries}, {num_identities}")
+    results = [load_results(run) for run in runs]
     reports = [
-        RunReport(path=run, label=label, results=load_results(run),
+        RunReport(path=run, label=label, results=res,
                   outputs={o.target: o for o in map(load_test_outputs, find_test_outputs(run))})
-        for run, label in zip(runs, run_labels(runs))
+        for run, label, res in zip(runs, run_labels(runs, [model_name(r) for r in results]), results)
     ]
     identities = _identities_per_target(reports, num_identities, seed)
     for report in reports:
@@ -91,8 +92,9 @@ def build_report(
     return [path for report in reports for path in report.written]
 
 
-def run_labels(runs: Sequence[str]) -> List[str]:
-    """Short names of the runs: folder names, or paths below their common folder when names repeat."""
+def run_labels(runs: Sequence[str], models: Sequence[Optional[str]]) -> List[str]:
+    """Short names of the runs: folder names, or paths below their common folder when names repeat,
+    followed by the model name (when known and not already in the name)."""
     paths = [os.path.abspath(run) for run in runs]
     labels = [os.path.basename(p) or p for p in paths]
     if len(set(labels)) < len(labels) and len(set(paths)) == len(paths):
@@ -100,7 +102,7 @@ def run_labels(runs: Sequence[str]) -> List[str]:
         labels = [os.path.relpath(p, common) for p in paths]
     if len(set(labels)) < len(labels):
         labels = [f"{label} [{i + 1}]" for i, label in enumerate(labels)]
-    return labels
+    return [f"{label} ({model})" if model and model not in label else label for label, model in zip(labels, models)]
 
 
 def model_name(results: Dict[str, Any]) -> Optional[str]:

@@ -30,6 +30,7 @@ def plot_cmc_panels(panels: Mapping[str, Mapping[str, np.ndarray]], path: str, t
         ax.set_xlabel("rank")
         ax.set_ylabel("matching rate (%)")
         ax.set_xlim(1, max(len(c) for c in curves.values()))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     if title:
