@@ -345,6 +345,11 @@ def test_several_runs_share_comparison_figures(tmp_path):
         assert "CMC of a/tfclip (tfclip_vit), b/tfclip (osnet_x0_25)" in page
         assert all(os.path.isfile(os.path.join(report, link)) for link in _links(os.path.join(report, "index.html"))
                    if not link.startswith("#"))
+    # a later report of one run removes the comparison files of the earlier one, and nothing else
+    open(os.path.join(run_a, "report", "notes.txt"), "w").close()
+    build_report([run_a], topk=2, num_queries=2, seed=0, num_identities=4)
+    assert sorted(os.listdir(os.path.join(run_a, "report"))) == [
+        "cmc_synth.png", "feature_map_synth.png", "index.html", "notes.txt", "ranked_synth.png"]
 
 
 def test_run_labels_are_short_unique_and_name_the_model():

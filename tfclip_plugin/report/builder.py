@@ -1,6 +1,7 @@
 """``tfclip-reid report``: figures and ``index.html`` of test runs, written into ``RUN_DIR/report/``."""
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import warnings
@@ -20,6 +21,7 @@ from .ranked_figure import CORRECT_COLOUR, QUERY_COLOUR, WRONG_COLOUR, RankedCel
 from .ranking import Ranking, choose_queries, rank_gallery
 
 REPORT_DIR = "report"
+REPORT_FILES = ("ranked_*.png", "cmc_*.png", "feature_map_*.png", "training_curves.png", "index.html")
 CMC_MAX_RANK = 50
 TABLE_RANKS = (1, 5, 10, 20)
 NUM_IDENTITIES = 20
@@ -73,7 +75,7 @@ def build_report(
     ]
     identities = _identities_per_target(reports, num_identities, seed)
     for report in reports:
-        os.makedirs(report.report_dir, exist_ok=True)
+        clear_report_dir(report.report_dir)
         for target, outputs in report.outputs.items():
             report.sections.append(_target_section(report, outputs, topk, num_queries, seed, identities[target]))
         report.sections.append(_training_section(report))
@@ -90,6 +92,14 @@ def build_report(
         with open(report.save_path("index.html"), "w", encoding="utf-8") as f:
             f.write(render_page(f"Report: {report.label}", _intro(report, topk, num_queries, seed), report.sections))
     return [path for report in reports for path in report.written]
+
+
+def clear_report_dir(report_dir: str) -> None:
+    """Create ``report_dir``, or remove the files an earlier report wrote there (other files stay)."""
+    os.makedirs(report_dir, exist_ok=True)
+    for pattern in REPORT_FILES:
+        for path in glob.glob(os.path.join(report_dir, pattern)):
+            os.remove(path)
 
 
 def run_labels(runs: Sequence[str], models: Sequence[Optional[str]]) -> List[str]:
