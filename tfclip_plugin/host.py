@@ -7,10 +7,11 @@ Everything else in the plugin imports torchreid names from here, never from torc
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import warnings
 from types import ModuleType
-from typing import Callable, Dict, Type
+from typing import Any, Callable, Dict, Optional, Type
 
 with warnings.catch_warnings():
     # "Cython evaluation ... unavailable": PyPI 0.2.5 cannot ship it; our evaluator is vectorised.
@@ -93,6 +94,29 @@ def replace_video_dataset(name: str, cls: Type) -> None:
     registry = video_dataset_registry()
     if registry.get(name) is not cls:
         registry[name] = cls
+
+
+FEATURE_EXTRACTOR_ARGUMENTS = ("model_name", "model_path", "image_size", "pixel_mean", "pixel_std", "pixel_norm",
+                               "device")
+
+
+def feature_extractor_arguments() -> Optional[Dict[str, Any]]:
+    """The arguments of the ``FeatureExtractor(...)`` being constructed further up the call stack, or None.
+
+    ``FeatureExtractor.__init__`` calls ``build_model(model_name, num_classes=1, ...)`` before it loads
+    ``model_path``, so a builder learns which weights will be loaded only from the constructor's frame,
+    recognised by its code object (subclasses calling ``super().__init__`` are found too).
+    """
+    target = FeatureExtractor.__init__.__code__
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            if frame.f_code is target:
+                return {name: frame.f_locals.get(name) for name in FEATURE_EXTRACTOR_ARGUMENTS}
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
 
 
 def alias_upstream_modules() -> None:

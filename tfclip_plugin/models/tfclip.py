@@ -246,8 +246,14 @@ def _registry_builder(name: str):
         """torchreid builder: settings from ``config.active_config()`` (``tfclip`` node, data.height/width).
 
         ``use_gpu`` is ignored (the engine places the model); ``kwargs`` override config values
-        (``height``, ``width``, ``num_cameras`` or any ``tfclip.*`` key).
+        (``height``, ``width``, ``num_cameras`` or any ``tfclip.*`` key). Called from torchreid's
+        ``FeatureExtractor``, it builds the architecture of the checkpoint being loaded (``interop``).
         """
+        from ..interop import feature_extractor_model
+
+        extractor_model = feature_extractor_model(name, loss, pretrained)
+        if extractor_model is not None:
+            return extractor_model
         cfg = active_config()
         options = dict(cfg.tfclip)
         options.update(kwargs)

@@ -1,0 +1,179 @@
+"""TF-CLIP models rebuilt from a checkpoint file alone, and inside torchreid's ``FeatureExtractor``.
+
+torchreid's ``FeatureExtractor(model_name, model_path, image_size, ...)`` builds the model with
+``num_classes=1`` and then loads ``model_path`` with ``load_pretrained_weights``, which silently drops every entry
+whose shape differs from the fresh model's: the heads, the CLIP-Memory buffer and the SIE table of a trained
+model would be lost, and a tower of another width would stay random. So when a ``tfclip_*`` builder is called
+from a ``FeatureExtractor`` (``host.feature_extractor_arguments``), :func:`feature_extractor_model` builds the
+architecture stored in that checkpoint (the run config our engine writes into it, the class and camera counts
+of its weights), loads it strictly, and refuses an ``image_size`` other than the one the model was trained at.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from yacs.config import CfgNode as CN
+
+from . import host
+from .checkpoint import load_checkpoint, state_dict_of
+from .config import active_config, get_default_config
+from .models import TFCLIP, build_tfclip, load_tfclip_state_dict
+from .models.tfclip import ARCHITECTURES, MODEL_OPTIONS
+
+
+@dataclass(frozen=True)
+class CheckpointArchitecture:
+    """What a TF-CLIP checkpoint was built with.
+
+    ``options`` holds the ``tfclip.*`` model keys; ``from_config`` is False for files without our run config
+    (e.g. written by torchreid's own engines), whose options, input size and normalisation then come from
+    the active plugin config; the class and camera counts always come from the weights.
+    """
+
+    name: str
+    num_classes: int
+    num_cameras: int
+    height: int
+    width: int
+    options: Dict[str, Any]
+    norm_mean: Tuple[float, ...]
+    norm_std: Tuple[float, ...]
+    from_config: bool
+
+
+def _read(path: str) -> Tuple[Dict[str, Tensor], Optional[CN]]:
+    """(state dict, run config or None) of one of our checkpoint files, read with ``weights_only=True``."""
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: expected a checkpoint dict, got {type(checkpoint).__name__}")
+    state = state_dict_of(checkpoint)
+    towers = ("backbone.visual.positional_embedding", "backbone.visual.attnpool.positional_embedding")
+    if "memory" not in state or not any(key in state for key in towers):
+        raise ValueError(
+            f"{path}: not a tfclip_plugin TF-CLIP checkpoint (its state dict has no 'memory' buffer and "
+            "'backbone.visual.*' weights); official TF-CLIP files load with "
+            "tfclip_plugin.models.load_official_checkpoint(model, path)")
+    config = checkpoint.get("config")
+    if config is None:
+        return state, None
+    if not isinstance(config, str):
+        raise ValueError(f"{path}: its 'config' entry should be the run config as a YAML string, "
+                         f"got {type(config).__name__}")
+    return state, CN.load_cfg(config)
+
+
+def _architecture(path: str, state: Dict[str, Tensor], cfg: Optional[CN], name: Optional[str],
+                  fallback: CN) -> CheckpointArchitecture:
+    source = cfg if cfg is not None else fallback
+    saved_name = str(cfg.model.name) if cfg is not None and "model" in cfg else None
+    if saved_name is not None and saved_name not in ARCHITECTURES:
+        raise ValueError(f"{path} holds a '{saved_name}' model, not a TF-CLIP one ({', '.join(ARCHITECTURES)})")
+    if name is not None and saved_name is not None and name != saved_name:
+        raise ValueError(f"{path} holds a '{saved_name}' model; build it with model_name='{saved_name}', "
+                         f"not '{name}'")
+    resolved = name or saved_name
+    if resolved is None:
+        raise ValueError(f"{path} stores no run config: pass the model name ({', '.join(ARCHITECTURES)})")
+    defaults = get_default_config()
+    saved = source.get("tfclip", CN())
+    options = {key: saved.get(key, defaults.tfclip[key]) for key in MODEL_OPTIONS}
+    options["grad_checkpointing"] = False  # a training setting
+    data = source.get("data", defaults.data)
+    cv_embed = state.get("cv_embed")
+    return CheckpointArchitecture(
+        name=resolved,
+        num_classes=int(state["memory"].shape[0]),
+        num_cameras=int(cv_embed.shape[0]) if cv_embed is not None else max(1, int(options["num_cameras"])),
+        height=int(data.get("height", defaults.data.height)),
+        width=int(data.get("width", defaults.data.width)),
+        options=options,
+        norm_mean=tuple(float(v) for v in data.get("norm_mean", defaults.data.norm_mean)),
+        norm_std=tuple(float(v) for v in data.get("norm_std", defaults.data.norm_std)),
+        from_config=cfg is not None,
+    )
+
+
+def checkpoint_architecture(path: str, name: Optional[str] = None) -> CheckpointArchitecture:
+    """The architecture of one of our checkpoints (``name`` is needed only for files without a run config)."""
+    state, cfg = _read(path)
+    return _architecture(path, state, cfg, name, active_config())
+
+
+def _build(arch: CheckpointArchitecture, height: int, width: int, loss: str) -> TFCLIP:
+    options = dict(arch.options)
+    options.pop("num_cameras")
+    return build_tfclip(arch.name, arch.num_classes, arch.num_cameras, pretrained=False, height=height,
+                        width=width, loss=loss, **options)
+
+
+def _load(model: TFCLIP, state: Dict[str, Tensor], path: str) -> TFCLIP:
+    try:
+        load_tfclip_state_dict(model, state)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return model
+
+
+def build_from_checkpoint(path: str, name: Optional[str] = None, loss: str = "softmax") -> TFCLIP:
+    """The model a checkpoint was trained as, with its weights, CLIP-Memory and SIE table (strict load).
+
+    Architecture, input size and variant come from the run config stored in the file (our engine's
+    checkpoints); for files without one, from the active plugin config and ``name``. The model is in train mode,
+    as built; call ``eval()`` for features.
+    """
+    state, cfg = _read(path)
+    arch = _architecture(path, state, cfg, name, active_config())
+    return _load(_build(arch, arch.height, arch.width, loss), state, path)
+
+
+def _image_size(value: Sequence[int]) -> Tuple[int, int]:
+    try:
+        height, width = (int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"FeatureExtractor image_size must be (height, width), got {value!r}") from exc
+    return height, width
+
+
+def _warn_on_normalisation(arch: CheckpointArchitecture, path: str, arguments: Dict[str, Any]) -> None:
+    mean = [float(v) for v in arguments["pixel_mean"] or ()]
+    std = [float(v) for v in arguments["pixel_std"] or ()]
+    same = bool(arguments["pixel_norm"]) and len(mean) == len(arch.norm_mean) == len(std) == len(arch.norm_std) \
+        and np.allclose(mean, arch.norm_mean) and np.allclose(std, arch.norm_std)
+    if not same:
+        given = f"pixel_mean={mean}, pixel_std={std}" if arguments["pixel_norm"] else "pixel_norm=False"
+        warnings.warn(f"{path} was trained on images normalised with mean {list(arch.norm_mean)} and std "
+                      f"{list(arch.norm_std)}; this FeatureExtractor uses {given}", stacklevel=2)
+
+
+def feature_extractor_model(name: str, loss: str = "softmax", pretrained: bool = True) -> Optional[TFCLIP]:
+    """The model for a ``FeatureExtractor(model_name=name, ...)`` being constructed, or None outside one.
+
+    With a ``model_path`` file: that checkpoint's architecture with its weights (see
+    :func:`build_from_checkpoint`); a model trained at another input size than the extractor's ``image_size``
+    raises ValueError (its positional embedding and the features depend on the size). Without one: the
+    active config's ``tfclip`` options at the extractor's ``image_size``, one class.
+    """
+    arguments = host.feature_extractor_arguments()
+    if arguments is None:
+        return None
+    height, width = _image_size(arguments["image_size"])
+    path = arguments["model_path"]
+    if path and os.path.isfile(path):
+        state, cfg = _read(path)
+        arch = _architecture(path, state, cfg, name, active_config())
+        if arch.from_config:
+            if (arch.height, arch.width) != (height, width):
+                raise ValueError(
+                    f"{path} was trained at {arch.height}x{arch.width} but FeatureExtractor resizes crops to "
+                    f"{height}x{width}; pass image_size=({arch.height}, {arch.width})")
+            _warn_on_normalisation(arch, path, arguments)
+        return _load(_build(arch, height, width, loss), state, path)
+    options = {key: active_config().tfclip[key] for key in MODEL_OPTIONS}
+    num_cameras = max(1, int(options.pop("num_cameras")))
+    return build_tfclip(name, 1, num_cameras, pretrained=pretrained, height=height, width=width, loss=loss, **options)
