@@ -33,7 +33,8 @@ setup(
         "threadpoolctl>=3.1",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        # onnx/onnxruntime/onnxscript: the ONNX export tests (torch.onnx.export's dynamo exporter needs onnxscript)
+        "test": ["pytest>=7", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
     },
     entry_points={"console_scripts": ["tfclip-reid=tfclip_plugin.cli:main"]},
 )
