@@ -148,6 +148,8 @@ def get_default_config() -> CN:
     cfg.tfclip.select_on_test = False  # the reference's test-set best-epoch selection (not a clean protocol)
     cfg.tfclip.all_splits = False  # iLIDS-VID / PRID2011: run the 10 splits, report mean and std
     cfg.tfclip.save_test_outputs = True  # keep features, ids and ranks for `tfclip-reid report`
+    # multi-process training (torchrun, docs/distributed.md)
+    cfg.tfclip.sync_bn = False  # BNNecks as SyncBatchNorm: global-batch statistics (GPUs only)
     return cfg
 
 
