@@ -52,8 +52,8 @@ def write_run(run_dir, seed: int = 0, protocol: str = "tfclip", events: bool = T
     """A run folder as the engine leaves it: test_outputs/<TARGET>.npz, results.json, tensorboard events.
 
     Identity i has one query (camera 0) and one gallery tracklet per camera in GALLERY_CAMS, all near
-    centroid i (orthonormal centroids), except that the queries of MISPLACED identities lie 70/30 between another identity's
-    centroid and their own: rank-1 misses whose first true match comes after the other identity's three
+    centroid i (orthonormal centroids), except that the queries of MISPLACED identities lie 70/30 between
+    another identity's centroid and their own: rank-1 misses whose first true match comes after the other identity's three
     gallery tracklets (and its query, when the query is in the gallery).
     """
     rng = np.random.default_rng(seed)
@@ -140,7 +140,8 @@ def test_rank_gallery_removes_same_identity_same_camera_and_orders_by_distance()
     np.testing.assert_allclose(ranking.distances[0], 2 - 2 * np.cos(np.radians([10, 20, 90])), atol=1e-5)
     np.testing.assert_array_equal(ranking.matches[0], [False, True, False])
     assert ranking.first_match[0] == 1
-    assert ranking.first_match_gap[0] == pytest.approx(2 * np.cos(np.radians(10)) - 2 * np.cos(np.radians(20)), abs=1e-5)
+    gap = 2 * np.cos(np.radians(10)) - 2 * np.cos(np.radians(20))
+    assert ranking.first_match_gap[0] == pytest.approx(gap, abs=1e-5)
     # query 1 (id 2, cam 0): gallery 4 (101 degrees, id 2 cam 0) removed, gallery 1 (id 2, cam 1) is at rank 4
     np.testing.assert_array_equal(ranking.indices[1], [3, 2, 1])
     assert ranking.first_match[1] == 2
@@ -390,6 +391,13 @@ def test_run_without_test_outputs_is_named(tmp_path):
     os.makedirs(tmp_path / "split0" / "test_outputs")
     with pytest.raises(FileNotFoundError, match=r"several splits .*report the split folders \(.*split0, \.\.\.\)"):
         build_report([str(tmp_path)])
+
+
+def test_bad_arguments_are_refused(run_dir):
+    with pytest.raises(ValueError, match="at least one run folder"):
+        build_report([])
+    with pytest.raises(ValueError, match="must be at least 1; got 0, 8, 20"):
+        build_report([run_dir], topk=0)
 
 
 def test_bad_npz_names_file_and_key(tmp_path):

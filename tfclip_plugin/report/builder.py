@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
 from .. import evaluation
 from .embedding import FeatureMap, embed_identities, sample_identities
@@ -66,7 +67,9 @@ def build_report(
     if not runs:
         raise ValueError("report needs at least one run folder")
     if topk < 1 or num_queries < 1 or num_identities < 1:
-        raise ValueError(f"topk, queries and identities must be at least 1; got {topk}, {num_queries}, {num_identities}")
+        raise ValueError(
+            f"topk, queries and identities must be at least 1; got {topk}, {num_queries}, {num_identities}"
+        )
     results = [load_results(run) for run in runs]
     reports = [
         RunReport(path=run, label=label, results=res,
@@ -250,7 +253,7 @@ def _feature_map(report: RunReport, outputs: TestOutputs, identities: np.ndarray
     ))
 
 
-def _identity_thumbnails(report: RunReport, feature_map: FeatureMap, identities: np.ndarray):
+def _identity_thumbnails(report: RunReport, feature_map: FeatureMap, identities: np.ndarray) -> Image.Image:
     frames, colours = [], []
     for pid, colour in zip(identities, identity_colours(len(identities))):
         rows = np.flatnonzero(feature_map.pids == pid)
@@ -287,9 +290,11 @@ def _comparison_sections(reports: Sequence[RunReport], identities: Dict[str, np.
             protocol: {r.label: r.metrics[target][protocol]["cmc"] for r in having if protocol in r.metrics[target]}
             for protocol in evaluation.PROTOCOLS
         }
-        name = f"cmc_runs_{target}.png"
-        plot_cmc_panels({f"{target}, protocol {p}": c for p, c in panels.items() if c}, first.save_path(name))
-        section.figures.append((name, f"CMC of {', '.join(r.label for r in having)}, one panel per protocol."))
+        cmc_panels = {f"{target}, protocol {p}": curves for p, curves in panels.items() if len(curves) > 1}
+        if cmc_panels:
+            name = f"cmc_runs_{target}.png"
+            plot_cmc_panels(cmc_panels, first.save_path(name))
+            section.figures.append((name, f"CMC of {', '.join(r.label for r in having)}, one panel per protocol."))
         maps = {r.label: r.feature_maps[target] for r in having if target in r.feature_maps}
         if len(maps) > 1:
             name = f"feature_map_runs_{target}.png"

@@ -64,7 +64,8 @@ def render_page(title: str, intro: Sequence[str], sections: Sequence[Section]) -
         f"<h1>{html.escape(title)}</h1>",
     ]
     parts += [f"<p>{html.escape(p)}</p>" for p in intro]
-    parts.append("<ul>" + "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections)) + "</ul>")
+    contents = "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections))
+    parts.append(f"<ul>{contents}</ul>")
     for i, section in enumerate(sections):
         parts.append(f'<h2 id="s{i}">{html.escape(section.title)}</h2>')
         parts += [f'<p class="note">{html.escape(n)}</p>' for n in section.notes]

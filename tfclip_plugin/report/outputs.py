@@ -75,7 +75,8 @@ def load_test_outputs(path: str) -> TestOutputs:
     """Read and check one ``<target>.npz``; errors name the file and the key at fault."""
     with np.load(path, allow_pickle=False) as npz:
         arrays = {key: npz[key] for key in npz.files}
-    missing = [f"{split}_{key}" for split in ("query", "gallery") for key in _SPLIT_KEYS if f"{split}_{key}" not in arrays]
+    expected = [f"{split}_{key}" for split in ("query", "gallery") for key in _SPLIT_KEYS]
+    missing = [name for name in expected if name not in arrays]
     if "protocol" not in arrays:
         missing.append("protocol")
     if missing:
