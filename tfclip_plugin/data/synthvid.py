@@ -5,7 +5,7 @@ stays the same in every camera; every camera has its own illumination, colour ca
 and scale. People walk (translation, leg swing, vertical bobbing) and are partly occluded in some
 tracklets. The test split holds junk tracklets (pid -1, folder ``00-1``) and distractors (pid 0, folder
 ``0000``) as MARS does, and tracklet lengths vary, some under 8 frames. Deterministic for a given seed
-(and Pillow's JPEG encoder).
+(and Pillow's JPEG encoder); only the .mat headers differ, as scipy stamps them with the creation time.
 
 Output ``<root>/synthvid/``: ``bbox_train/<pid4>/<pid4>C<cam>T<tracklet4>F<frame3>.jpg``, ``bbox_test/...``,
 ``info/{train_name.txt, test_name.txt, tracks_train_info.mat, tracks_test_info.mat, query_IDX.mat}`` and
@@ -96,32 +96,43 @@ class Camera:
     gradient: float
 
 
+# Clothing colours come from a palette (as clothing colours cluster into a few names), so that the training
+# persons cover the colours the test persons wear in new combinations.
+PALETTE = ((200, 30, 30), (110, 15, 20), (235, 130, 30), (230, 210, 40), (40, 150, 50), (20, 80, 35),
+           (40, 190, 200), (40, 80, 210), (20, 30, 90), (120, 50, 170), (230, 120, 170), (235, 235, 230),
+           (130, 130, 135), (25, 25, 28), (110, 70, 35), (210, 190, 150))
+SKINS = ((241, 194, 167), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 56, 31))
+HAIRS = ((20, 15, 10), (70, 45, 20), (150, 110, 60), (200, 180, 130), (120, 120, 120))
+
+
 def _colour(rng: np.random.Generator, saturation=(0.35, 1.0), value=(0.25, 1.0)) -> Tuple[float, float, float]:
     rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(*saturation), rng.uniform(*value))
     return tuple(float(c) * 255.0 for c in rgb)
 
 
+def _pick(rng: np.random.Generator, colours, exclude=()) -> Tuple[float, float, float]:
+    choices = [c for c in colours if c not in exclude]
+    return tuple(float(c) for c in choices[rng.integers(len(choices))])
+
+
 def random_person(rng: np.random.Generator) -> Person:
     """A person's appearance, fixed across cameras."""
-    skins = ((241, 194, 167), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 56, 31))
-    hairs = ((20, 15, 10), (70, 45, 20), (150, 110, 60), (200, 180, 130), (120, 120, 120))
+    top = _pick(rng, PALETTE)
     return Person(
-        top=_colour(rng), top2=_colour(rng), bottom=_colour(rng, value=(0.15, 0.9)),
-        shoes=_colour(rng, saturation=(0.0, 0.5), value=(0.05, 0.6)),
-        skin=tuple(float(c) for c in skins[rng.integers(len(skins))]),
-        hair=tuple(float(c) for c in hairs[rng.integers(len(hairs))]),
+        top=top, top2=_pick(rng, PALETTE, exclude=(top,)), bottom=_pick(rng, PALETTE, exclude=(top,)),
+        shoes=_pick(rng, PALETTE[11:]), skin=_pick(rng, SKINS), hair=_pick(rng, HAIRS),
         texture=TEXTURES[rng.integers(len(TEXTURES))], period=int(rng.integers(2, 5)),
         width=float(rng.uniform(0.8, 1.25)), height=float(rng.uniform(0.85, 1.0)),
-        accessory=ACCESSORIES[rng.integers(len(ACCESSORIES))], accessory_colour=_colour(rng),
+        accessory=ACCESSORIES[rng.integers(len(ACCESSORIES))], accessory_colour=_pick(rng, PALETTE),
     )
 
 
 def random_camera(rng: np.random.Generator) -> Camera:
     """A camera's imaging conditions."""
     return Camera(
-        gain=float(rng.uniform(0.7, 1.25)), cast=tuple(float(c) for c in rng.uniform(0.85, 1.15, 3)),
-        blur=float(rng.choice([0.0, 0.4, 0.8, 1.2])), noise=float(rng.uniform(0.0, 8.0)),
-        scale=float(rng.uniform(0.72, 0.95)), background=_colour(rng, saturation=(0.0, 0.4), value=(0.2, 0.8)),
+        gain=float(rng.uniform(0.8, 1.15)), cast=tuple(float(c) for c in rng.uniform(0.92, 1.08, 3)),
+        blur=float(rng.choice([0.0, 0.3, 0.6])), noise=float(rng.uniform(0.0, 4.0)),
+        scale=float(rng.uniform(0.8, 0.95)), background=_colour(rng, saturation=(0.0, 0.4), value=(0.2, 0.8)),
         gradient=float(rng.uniform(-40, 40)),
     )
 
