@@ -112,11 +112,14 @@ def _build(arch: CheckpointArchitecture, height: int, width: int, loss: str) -> 
                         width=width, loss=loss, **options)
 
 
-def _load(model: TFCLIP, state: Dict[str, Tensor], path: str) -> TFCLIP:
+def _load(model: TFCLIP, state: Dict[str, Tensor], path: str, arch: CheckpointArchitecture) -> TFCLIP:
     try:
         load_tfclip_state_dict(model, state)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        hint = "" if arch.from_config else (
+            "; the file stores no run config, so the model was built from the active plugin config: activate the "
+            "config it was trained with (tfclip_plugin.config.set_active_config)")
+        raise ValueError(f"{path}: {exc}{hint}") from exc
     return model
 
 
@@ -129,7 +132,7 @@ def build_from_checkpoint(path: str, name: Optional[str] = None, loss: str = "so
     """
     state, cfg = _read(path)
     arch = _architecture(path, state, cfg, name, active_config())
-    return _load(_build(arch, arch.height, arch.width, loss), state, path)
+    return _load(_build(arch, arch.height, arch.width, loss), state, path, arch)
 
 
 def _image_size(value: Sequence[int]) -> Tuple[int, int]:
@@ -173,7 +176,7 @@ def feature_extractor_model(name: str, loss: str = "softmax", pretrained: bool =
                     f"{path} was trained at {arch.height}x{arch.width} but FeatureExtractor resizes crops to "
                     f"{height}x{width}; pass image_size=({arch.height}, {arch.width})")
             _warn_on_normalisation(arch, path, arguments)
-        return _load(_build(arch, height, width, loss), state, path)
+        return _load(_build(arch, height, width, loss), state, path, arch)
     options = {key: active_config().tfclip[key] for key in MODEL_OPTIONS}
     num_cameras = max(1, int(options.pop("num_cameras")))
     return build_tfclip(name, 1, num_cameras, pretrained=pretrained, height=height, width=width, loss=loss, **options)
