@@ -1,18 +1,28 @@
-"""torch.distributed helpers: process-group setup from torchrun's environment, the identity sampler
-that splits every P x K batch across ranks, and order-preserving gathers."""
+"""torch.distributed for ``torchrun``: process-group setup from its environment, the identity sampler that
+splits every P x K batch across ranks, DistributedDataParallel and SyncBatchNorm for training, work sharded
+over ranks and gathered in order (CLIP-Memory, test features), and rank-0-only writing."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from contextlib import contextmanager
-from typing import Iterator, List, Sequence
+from typing import Any, Callable, Iterable, Iterator, List, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+import torch.distributed._functional_collectives as funcol
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
+from yacs.config import CfgNode as CN
 
 from . import host
+
+T = TypeVar("T")
+Rows = Union[torch.Tensor, Tuple[Union[torch.Tensor, np.ndarray], ...]]
+TRAIN_SAMPLERS = ("RandomIdentitySampler", "RandomSampler")
 
 
 def is_distributed() -> bool:
@@ -35,18 +45,107 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def init_from_environment() -> bool:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1); nccl on GPUs, gloo on CPU.
+def init_from_environment(use_gpu: bool = True) -> bool:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): nccl when ``use_gpu`` and CUDA is
+    available (the CUDA device is set to ``LOCAL_RANK``), gloo otherwise.
 
-    Returns True when a group was initialised. Sets the CUDA device to ``LOCAL_RANK``.
+    Returns True when a group is initialised (by this call or before it).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
         return is_distributed()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if use_gpu and torch.cuda.is_available() else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend)
     return True
+
+
+def local_rank() -> int:
+    """This process's rank on its node (torchrun's ``LOCAL_RANK``; 0 when unset)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+@contextmanager
+def process_group(use_gpu: bool = True) -> Iterator[bool]:
+    """:func:`init_from_environment` for the block; a group initialised here is destroyed afterwards."""
+    created = not is_distributed() and init_from_environment(use_gpu)
+    try:
+        yield is_distributed()
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _collective_device() -> torch.device:
+    """Where tensors must be for the group's collectives (nccl: the current GPU; gloo: the CPU)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op outside a process group)."""
+    if not is_distributed():
+        return
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
+
+
+@contextmanager
+def main_process_first() -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. generating a dataset or downloading weights), the other ranks after it."""
+    if not is_main_process():
+        barrier()
+    yield
+    if is_main_process():
+        barrier()
+
+
+@contextmanager
+def quiet_unless_main() -> Iterator[None]:
+    """Discard stdout on ranks other than 0 (stderr, with warnings and tracebacks, stays)."""
+    if is_main_process():
+        yield
+        return
+    with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
+def main_process_value(compute: Callable[[], T]) -> T:
+    """``compute()`` evaluated on rank 0 and sent to every rank (picklable values, e.g. a cached tensor or None)."""
+    if not is_distributed():
+        return compute()
+    box = [compute() if is_main_process() else None]
+    dist.broadcast_object_list(box, src=0, device=_collective_device())
+    return box[0]
+
+
+def save_on_main_process(state: dict, path: str) -> str:
+    """Write a checkpoint on rank 0 only (atomically, ``checkpoint.save_checkpoint``); return ``path`` on every rank."""
+    from .checkpoint import save_checkpoint
+
+    return save_checkpoint(state, path) if is_main_process() else path
+
+
+def broadcast_tensors(tensors: Iterable[torch.Tensor]) -> None:
+    """Overwrite ``tensors`` in place with rank 0's values (no-op outside a process group)."""
+    if not is_distributed():
+        return
+    device = _collective_device()
+    for tensor in tensors:
+        staged = tensor.data.to(device)
+        dist.broadcast(staged, src=0)
+        tensor.data.copy_(staged)
+
+
+def load_on_main_process(module: nn.Module, state_dict: Callable[[], dict]) -> None:
+    """Rank 0 loads ``state_dict()`` into ``module`` (its file need exist on rank 0's machine only); then every
+    rank receives rank 0's parameters and buffers."""
+    if is_main_process():
+        module.load_state_dict(state_dict())
+    broadcast_tensors(list(module.parameters()) + list(module.buffers()))
 
 
 @contextmanager
@@ -116,16 +215,16 @@ def gather_in_order(tensor: torch.Tensor, counts: Sequence[int]) -> torch.Tensor
         tensor: this rank's rows, (counts[rank], ...).
         counts: rows held by each rank.
     Returns:
-        (sum(counts), ...) on every rank.
+        (sum(counts), ...) on every rank, on ``tensor``'s device.
     """
     if not is_distributed():
         return tensor
     longest = max(counts)
-    padded = tensor.new_zeros((longest,) + tuple(tensor.shape[1:]))
+    padded = tensor.new_zeros((longest,) + tuple(tensor.shape[1:]), device=_collective_device())
     padded[: tensor.shape[0]] = tensor
     blocks = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(blocks, padded)
-    return torch.cat([block[:n] for block, n in zip(blocks, counts)])
+    return torch.cat([block[:n] for block, n in zip(blocks, counts)]).to(tensor.device)
 
 
 def shard_range(total: int, rank_id: int | None = None, num_replicas: int | None = None) -> range:
@@ -135,3 +234,156 @@ def shard_range(total: int, rank_id: int | None = None, num_replicas: int | None
     base, extra = divmod(total, w)
     start = r * base + min(r, extra)
     return range(start, start + base + (1 if r < extra else 0))
+
+
+def _gather_rows(rows: Union[torch.Tensor, np.ndarray], counts: Sequence[int]) -> Union[torch.Tensor, np.ndarray]:
+    if isinstance(rows, np.ndarray):
+        return gather_in_order(torch.from_numpy(np.ascontiguousarray(rows)), counts).numpy()
+    return gather_in_order(rows, counts)
+
+
+def gather_shards(compute: Callable[[range], Rows], total: int) -> Rows:
+    """``compute`` on this rank's block of ``range(total)`` (:func:`shard_range`), every rank's rows gathered
+    in order: the result of ``compute(range(total))``, on every rank.
+
+    ``compute(indices)`` returns a Tensor (len(indices), ...) or a tuple of Tensors / numeric numpy arrays with
+    len(indices) rows each. Outside a process group, or with fewer items than ranks, every rank computes all.
+    """
+    if not is_distributed() or total < world_size():
+        return compute(range(total))
+    counts = [len(shard_range(total, r)) for r in range(world_size())]
+    rows = compute(shard_range(total))
+    if isinstance(rows, tuple):
+        return tuple(_gather_rows(part, counts) for part in rows)
+    return _gather_rows(rows, counts)
+
+
+def shard_loader(loader: DataLoader, indices: range) -> DataLoader:
+    """A test loader over ``indices`` of ``loader``'s dataset, in order (same batch size and workers);
+    ``loader`` itself when ``indices`` is the whole dataset."""
+    if indices == range(len(loader.dataset)):
+        return loader
+    return DataLoader(Subset(loader.dataset, list(indices)), batch_size=loader.batch_size, shuffle=False,
+                      num_workers=loader.num_workers, pin_memory=loader.pin_memory)
+
+
+def distributed_train_loader(loader: DataLoader, train_sampler: str, batch_size: int, num_instances: int,
+                             seed: int) -> DataLoader:
+    """The train loader of one rank: ``batch_size / world`` tracklets per step, same number of steps per epoch
+    as the single-process loader with ``batch_size``.
+
+    ``train_sampler`` 'RandomIdentitySampler': :class:`DistributedIdentitySampler`; 'RandomSampler': torch's
+    ``DistributedSampler`` (shuffled with ``seed``). Either has ``set_epoch``.
+    """
+    world = world_size()
+    dataset = loader.dataset
+    if train_sampler == "RandomIdentitySampler":
+        sampler: Sampler = DistributedIdentitySampler(dataset.train, batch_size, num_instances, seed=seed)
+    elif train_sampler == "RandomSampler":
+        if batch_size % world:
+            raise ValueError(f"train.batch_size={batch_size} must be a multiple of the world size {world}")
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
+    else:
+        raise ValueError(f"sampler.train_sampler must be one of {', '.join(TRAIN_SAMPLERS)} under torchrun; "
+                         f"got {train_sampler!r}")
+    return DataLoader(dataset, sampler=sampler, batch_size=batch_size // world, num_workers=loader.num_workers,
+                      pin_memory=loader.pin_memory, drop_last=True)
+
+
+@contextmanager
+def training_epoch(loader: DataLoader, model: nn.Module, epoch: int) -> Iterator[None]:
+    """Around one training epoch: select the sampler's plan of ``epoch``; afterwards give every rank rank 0's
+    buffers (BN running statistics move on with each rank's last batch), so that all ranks test one model."""
+    set_epoch = getattr(loader.sampler, "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch)
+    yield
+    broadcast_tensors(model.buffers())
+
+
+class NullSummaryWriter:
+    """Stands in for tensorboard's ``SummaryWriter`` on ranks other than 0 (torchreid's ``Engine.run`` makes a
+    writer only when the engine has none): records nothing."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir = log_dir
+
+    def get_logdir(self) -> str:
+        return self.log_dir
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        """Discard a scalar."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def convert_bnnecks_to_sync_bn(model: nn.Module) -> List[str]:
+    """Replace every ``BatchNorm1d`` of ``model`` (TF-CLIP's BNNecks) by ``SyncBatchNorm`` sharing its parameters
+    and buffers, so that training normalises with the global batch's statistics. Returns the converted names."""
+    names = [name for name, module in model.named_modules() if type(module) is nn.BatchNorm1d]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(parent, child)))
+    return names
+
+
+class CrossRankTripletLoss(nn.Module):
+    """A triplet loss over the global batch: each rank's features and labels are all-gathered (the features
+    with torch's differentiable ``all_gather_single``, the replacement of the deprecated
+    ``torch.distributed.nn.functional.all_gather``: its backward sums the gradients into each rank's rows) and
+    ``triplet`` mines over all of them, so the loss and, after DistributedDataParallel's gradient averaging,
+    its gradient equal those of one process holding the whole batch. Every rank must hold the same number of
+    rows (the distributed samplers guarantee it).
+
+    ``forward(features (B_local, D), pids (B_local,))`` -> scalar.
+    """
+
+    def __init__(self, triplet: nn.Module) -> None:
+        super().__init__()
+        self.triplet = triplet
+
+    def forward(self, features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+        if not is_distributed():
+            return self.triplet(features, pids)
+        all_features = funcol.all_gather_single(features.contiguous(), 0, dist.group.WORLD)
+        all_pids = [torch.empty_like(pids) for _ in range(world_size())]
+        dist.all_gather(all_pids, pids)
+        return self.triplet(all_features, torch.cat(all_pids))
+
+
+def distribute_engine(engine, cfg: CN, start_epoch: int = 0) -> None:
+    """Prepare an engine built by the runner for the process group (no-op outside one).
+
+    Every rank: tests with the engine's own model (features sharded and gathered by the evaluation).
+    Ranks other than 0: a :class:`NullSummaryWriter`. Training (``test.evaluate`` False, TF-CLIP engines): the
+    train loader from :func:`distributed_train_loader`, the BNNecks as SyncBatchNorm with ``tfclip.sync_bn``,
+    ``engine.training_model`` = DistributedDataParallel(model), triplet mining over the global batch
+    (:class:`CrossRankTripletLoss`), and augmentation streams seeded per rank (ranks other than 0 from
+    ``train.seed + rank + world x start_epoch``; rank 0 keeps its own, restored on resume).
+    """
+    if not is_distributed():
+        return
+    if not is_main_process():
+        engine.writer = NullSummaryWriter(cfg.data.save_dir)
+    if cfg.test.evaluate:
+        return
+    if not hasattr(engine, "training_model"):
+        raise ValueError(f"training under torchrun supports TF-CLIP models (tfclip_*); got model.name "
+                         f"{cfg.model.name!r}: train torchreid models in one process (testing them works)")
+    model = engine.model
+    device = next(model.parameters()).device
+    if cfg.tfclip.sync_bn:
+        if device.type != "cuda":
+            raise ValueError("tfclip.sync_bn needs GPUs (use_gpu True): torch's SyncBatchNorm syncs CUDA tensors only")
+        print(f"SyncBatchNorm for {', '.join(convert_bnnecks_to_sync_bn(model))}")
+    loader = distributed_train_loader(engine.train_loader, cfg.sampler.train_sampler, cfg.train.batch_size,
+                                      cfg.sampler.num_instances, cfg.train.seed)
+    engine.train_loader = engine.datamanager.train_loader = loader
+    engine.training_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    engine.criterion.triplet = CrossRankTripletLoss(engine.criterion.triplet)
+    if not is_main_process():
+        host.set_random_seed(cfg.train.seed + rank() + world_size() * start_epoch)
+    print(f"DistributedDataParallel over {world_size()} processes ({dist.get_backend()}): "
+          f"{cfg.train.batch_size // world_size()} of each batch of {cfg.train.batch_size} tracklets per process")

@@ -13,6 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..distributed import is_main_process
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 Encoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -47,7 +49,7 @@ def dense_tracklet_features(
                         pin_memory=device.type == "cuda")
     sums = None
     counts = torch.zeros(dataset.num_tracklets)
-    for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True):
+    for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, disable=not is_main_process()):
         clips = batch["img"].to(device, non_blocking=True)
         camids = batch["camid"].to(device, non_blocking=True)
         with autocast(device, precision):
@@ -71,7 +73,7 @@ def loader_features(
     """One feature per batch item of a torchreid test loader: (features (N, D), pids (N,), camids (N,))."""
     device = torch.device(device)
     features, pids, camids = [], [], []
-    for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True):
+    for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, disable=not is_main_process()):
         with autocast(device, precision):
             out = encode(batch["img"].to(device, non_blocking=True), batch["camid"].to(device, non_blocking=True))
         features.append(out.float().cpu())

@@ -3,7 +3,9 @@
 With the frozen pretrained encoder and no SIE, every training tracklet is cut into dense chunks
 (consecutive ``seq_len`` frames, the last padded cyclically); a chunk's feature is its projected CLS token
 averaged over frames (``model.encode_for_memory``), a tracklet's feature the mean of its chunk features, and
-memory row k the plain mean over the tracklets of label k. Chunks of many tracklets share a batch.
+memory row k the plain mean over the tracklets of label k. Chunks of many tracklets share a batch. Under
+torchrun each rank encodes a block of the tracklets and the tracklet features are gathered in order, so
+every rank builds the single-process memory.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..distributed import gather_shards
 from .features import dense_tracklet_features
 
 
@@ -52,18 +55,22 @@ def build_clip_memory(
     """The CLIP-Memory (num_classes, E) float32 of ``model`` on training ``tracklets``
     (torchreid tuples ``(img_paths, pid, camid[, dsetid])``) seen through the test ``transform``.
 
-    The model runs in eval mode (restored afterwards) under ``no_grad``.
+    The model runs in eval mode (restored afterwards) under ``no_grad``; in a process group every rank
+    encodes its block of the tracklets (``distributed.gather_shards``).
     """
     from ..data.video import DenseClipDataset
 
-    dataset = DenseClipDataset(tracklets, transform, seq_len=seq_len)
-    was_training = model.training
-    model.eval()
-    try:
-        features = dense_tracklet_features(
+    def block_features(block: range) -> torch.Tensor:
+        dataset = DenseClipDataset([tracklets[i] for i in block], transform, seq_len=seq_len)
+        return dense_tracklet_features(
             lambda clips, camids: model.encode_for_memory(clips), dataset, batch_size, workers, device, precision,
             desc="CLIP-Memory",
         )
+
+    was_training = model.training
+    model.eval()
+    try:
+        features = gather_shards(block_features, len(tracklets))
     finally:
         model.train(was_training)
     return identity_means(features, [t[1] for t in tracklets], num_classes)
