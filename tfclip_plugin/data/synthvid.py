@@ -37,7 +37,7 @@ ACCESSORIES = ("none", "backpack", "hat", "bag")
 class SynthVidSize:
     """Sizes of a generated benchmark (keyword arguments of :func:`generate_synthvid`).
 
-    The defaults (about 200 tracklets, 4,000 frames of 64x32) generate in a few seconds on one core.
+    The defaults (about 250 tracklets, 5,400 frames of 64x32) generate in a few seconds on one core.
     """
 
     num_train_ids: int = 24
