@@ -1,12 +1,10 @@
 import os.path as osp
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import tfclip_plugin  # noqa: F401  (registers the datasets)
 from dataset_fixtures import write_corrupt_frame, write_mars
 from tfclip_plugin import host
 from tfclip_plugin.config import activated_config, get_default_config
@@ -172,4 +170,3 @@ def test_build_datamanager_rejects_bad_settings_before_parsing(reid_root):
     cfg.video.sample_method = "dense"
     with pytest.raises(ValueError, match="video.sample_method must be one of rrs, evenly, random, all"):
         build_datamanager(cfg)
-    assert np.isfinite(IMAGENET_MEAN).all()
