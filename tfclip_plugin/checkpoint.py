@@ -54,8 +54,10 @@ def load_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu") -
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    # the context removes what it added on exit: add only what is not allowed already (add_safe_globals)
+    extra = [g for g in _numpy_scalar_globals() if g not in torch.serialization.get_safe_globals()] if allow else []
     try:
-        with allow(_numpy_scalar_globals()) if allow else contextlib.nullcontext():
+        with allow(extra) if allow else contextlib.nullcontext():
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise RuntimeError(f"cannot read checkpoint {path} with weights_only=True: {exc}") from exc

@@ -17,6 +17,7 @@ from yacs.config import CfgNode as CN
 
 from .. import host
 from ..checkpoint import load_checkpoint, state_dict_of
+from ..distributed import is_main_process, load_on_main_process, main_process_value
 from .features import autocast
 from .losses import TFCLIPLoss
 from .memory import build_clip_memory, load_cached_memory, memory_cache_key, store_cached_memory
@@ -42,6 +43,7 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
         if cfg.train.fixbase_epoch > 0:
             raise ValueError("train.fixbase_epoch must be 0 for TF-CLIP: the model decides what trains")
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.training_model = model  # what forward_backward calls: DistributedDataParallel(model) under torchrun
         self.register_model("model", model, optimizer, scheduler)
         self.setup_evaluation(cfg)
         t = cfg.tfclip
@@ -53,7 +55,6 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
         autocast(self.device, t.precision)  # validates tfclip.precision
         self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
         self.phase1_seconds = 0.0
-        self.train_seconds = 0.0
 
     # phase 1 ------------------------------------------------------------------------------------------
     def memory_settings(self) -> Dict[str, object]:
@@ -73,7 +74,7 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
         memory, key = None, None
         if cfg.tfclip.memory_cache:
             key = memory_cache_key(self.model, tracklets, self.memory_settings())
-            memory = load_cached_memory(cfg.tfclip.memory_cache, key)
+            memory = main_process_value(lambda: load_cached_memory(cfg.tfclip.memory_cache, key))
             if memory is not None:
                 print(f"=> Phase 1: CLIP-Memory {tuple(memory.shape)} read from the cache ({key})")
         if memory is None:
@@ -84,7 +85,7 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
                 seq_len=cfg.video.seq_len, batch_size=cfg.test.batch_size, workers=cfg.data.workers,
                 device=self.device, precision=cfg.tfclip.precision,
             )
-            if key is not None:
+            if key is not None and is_main_process():
                 store_cached_memory(cfg.tfclip.memory_cache, key, memory, self.memory_settings())
         self.model.set_memory(memory.to(self.device))
         self.phase1_seconds = time.time() - started
@@ -104,7 +105,6 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
         if test_only:
             super().run(save_dir=save_dir, test_only=True, **kwargs)
             return
-        started = time.time()
         if self.needs_memory():
             self.build_memory()
         select = bool(self.cfg.tfclip.select_on_test)
@@ -114,17 +114,15 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
                   f"clips every {eval_freq} epochs), the reference's rule; not a clean protocol ***")
             self.sampling_override = "rrs"
         self.epoch = max(start_epoch - 1, 0)
-        test_seconds_before = self.test_seconds
         try:
             super().run(save_dir=save_dir, max_epoch=max_epoch, start_epoch=start_epoch, eval_freq=eval_freq,
                         test_only=False, **kwargs)
         finally:
             self.sampling_override = None
-        self.train_seconds = time.time() - started - self.phase1_seconds - (self.test_seconds - test_seconds_before)
         if select and self.best_checkpoint is not None:
             print(f"=> Test-set-selected model: epoch {self.best_epoch} ({self.best_checkpoint}); final test "
                   f"with {self.cfg.tfclip.test_sampling} sampling")
-            self.model.load_state_dict(state_dict_of(load_checkpoint(self.best_checkpoint)))
+            load_on_main_process(self.model, lambda: state_dict_of(load_checkpoint(self.best_checkpoint)))
             self.test(save_dir=save_dir, **{k: v for k, v in kwargs.items() if k in _TEST_KWARGS})
 
     def two_stepped_transfer_learning(self, epoch, fixbase_epoch, open_layers, model=None) -> None:
@@ -143,7 +141,7 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
         imgs = imgs.to(self.device, non_blocking=True)
         pids, camids = pids.to(self.device), camids.to(self.device)
         with autocast(self.device, self.cfg.tfclip.precision):
-            output = self.model(imgs, camids)
+            output = self.training_model(imgs, camids)
         terms = self.criterion(output, pids)
         loss = terms["loss"]
         if not torch.isfinite(loss):

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from .. import host
-from ..checkpoint import rng_state, save_checkpoint
+from ..checkpoint import rng_state
+from ..distributed import gather_shards, is_main_process, save_on_main_process, shard_loader, training_epoch
 from ..evaluation import QUERY_IN_GALLERY, check_protocol, evaluate_distmat, protocol_gallery
 from .features import dense_tracklet_features, loader_features
 
@@ -57,7 +58,9 @@ class ProtocolEvaluationMixin:
 
     'dense': all frames in consecutive ``video.seq_len`` chunks (``DenseClipDataset`` over the test tuples,
     ``test.batch_size`` chunks per forward, ``data.workers``), chunk features averaged per tracklet.
-    'rrs': torchreid's query/gallery loaders, one clip per tracklet. Subclasses define ``encode_clips``.
+    'rrs': torchreid's query/gallery loaders, one clip per tracklet. Under torchrun every rank encodes a block
+    of the tracklets and the features are gathered in dataset order; rank 0 alone writes test outputs and
+    visrank. Subclasses define ``encode_clips``.
     """
 
     cfg: CN
@@ -88,16 +91,17 @@ class ProtocolEvaluationMixin:
     def tracklet_features(self, name: str, split: str, loader) -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """(features (N, D), pids (N,), camids (N,)) of the query or gallery tracklets of target ``name``."""
         if self.test_sampling == "rrs":
-            return loader_features(self.encode_clips, loader, self.device, desc=f"{name} {split}")
+            return gather_shards(lambda block: loader_features(self.encode_clips, shard_loader(loader, block),
+                                                               self.device, desc=f"{name} {split}"), len(loader.dataset))
         from ..data.video import DenseClipDataset
 
         query, gallery = self.datamanager.fetch_test_loaders(name)
         tracklets = query if split == "query" else gallery
-        dataset = DenseClipDataset(tracklets, self.datamanager.transform_te, seq_len=self.cfg.video.seq_len)
-        features = dense_tracklet_features(
-            self.encode_clips, dataset, self.cfg.test.batch_size, self.cfg.data.workers, self.device,
-            desc=f"{name} {split} (dense)",
-        )
+        features = gather_shards(lambda block: dense_tracklet_features(
+            self.encode_clips, DenseClipDataset([tracklets[i] for i in block], self.datamanager.transform_te,
+                                                seq_len=self.cfg.video.seq_len),
+            self.cfg.test.batch_size, self.cfg.data.workers, self.device, desc=f"{name} {split} (dense)",
+        ), len(tracklets))
         return features, np.array([t[1] for t in tracklets]), np.array([t[2] for t in tracklets])
 
     @torch.no_grad()
@@ -139,13 +143,13 @@ class ProtocolEvaluationMixin:
 
         query_tuples, gallery_tuples = self.datamanager.fetch_test_loaders(dataset_name)
         ranked_gallery = (list(query_tuples) if QUERY_IN_GALLERY[protocol] else []) + list(gallery_tuples)
-        if visrank:
+        if visrank and is_main_process():
             host.visualize_ranked_results(
                 distmat, (query_tuples, ranked_gallery), self.datamanager.data_type, width=self.datamanager.width,
                 height=self.datamanager.height, save_dir=osp.join(save_dir, "visrank_" + dataset_name),
                 topk=visrank_topk,
             )
-        if self.cfg.tfclip.save_test_outputs and save_dir:
+        if self.cfg.tfclip.save_test_outputs and save_dir and is_main_process():
             save_test_outputs(osp.join(save_dir, "test_outputs", f"{dataset_name}.npz"), protocol,
                               (qf, q_pids, q_camids, query_tuples), (gf, g_pids, g_camids, gallery_tuples))
         self.test_seconds += time.time() - started
@@ -167,7 +171,8 @@ class ProtocolEvaluationMixin:
 class CheckpointMixin:
     """Replaces torchreid's ``Engine.save_model``: atomic files, rank1 as float, config and RNG states
     inside; a ``model/checkpoint-latest.pth.tar`` after every epoch (resume, NaN reports); with
-    ``tfclip.select_on_test`` the best R1+mAP checkpoint is kept as ``model-best.pth.tar``."""
+    ``tfclip.select_on_test`` the best R1+mAP checkpoint is kept as ``model-best.pth.tar``.
+    ``train_seconds`` sums the wall time of the training epochs. Under torchrun rank 0 alone writes."""
 
     cfg: CN
     last_checkpoint: Optional[str] = None
@@ -175,6 +180,7 @@ class CheckpointMixin:
     best_score: float = float("-inf")
     best_epoch: Optional[int] = None
     scaler = None
+    train_seconds = 0.0
 
     def checkpoint_state(self, epoch: int, rank1: float) -> dict:
         """torchreid's checkpoint dict for the 'model' registered in the engine, plus config/mAP/rng."""
@@ -194,7 +200,7 @@ class CheckpointMixin:
 
     def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
         state = self.checkpoint_state(epoch, rank1)
-        path = save_checkpoint(state, osp.join(save_dir, "model", f"model.pth.tar-{epoch + 1}"))
+        path = save_on_main_process(state, osp.join(save_dir, "model", f"model.pth.tar-{epoch + 1}"))
         print(f'Checkpoint saved to "{path}"')
         self.last_checkpoint = path
         if self.cfg.tfclip.select_on_test:
@@ -204,11 +210,14 @@ class CheckpointMixin:
                 self.best_score, self.best_epoch = score, epoch + 1
                 print(f"Test-set model selection: epoch {epoch + 1} is the best so far (R1+mAP {score:.4f})")
         if is_best:
-            self.best_checkpoint = save_checkpoint(state, osp.join(save_dir, "model", "model-best.pth.tar"))
+            self.best_checkpoint = save_on_main_process(state, osp.join(save_dir, "model", "model-best.pth.tar"))
 
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> None:
-        super().train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
+        started = time.time()
+        with training_epoch(self.train_loader, self.model, self.epoch):
+            super().train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
+        self.train_seconds += time.time() - started
         save_dir = self.writer.get_logdir() if self.writer is not None else self.cfg.data.save_dir
         rank1 = float(self.last_result["cmc"][0]) if self.last_result else 0.0
-        self.last_checkpoint = save_checkpoint(self.checkpoint_state(self.epoch, rank1),
-                                               osp.join(save_dir, "model", "checkpoint-latest.pth.tar"))
+        self.last_checkpoint = save_on_main_process(self.checkpoint_state(self.epoch, rank1),
+                                                    osp.join(save_dir, "model", "checkpoint-latest.pth.tar"))

@@ -1,7 +1,8 @@
 """One call per run: datamanager, model, optimizer, engine, ``Engine.run``, ``results.json``.
 
 ``run_experiment(cfg)`` is what ``tfclip-reid`` runs; ``run_all_splits`` loops iLIDS-VID / PRID2011 splits;
-``run_demo`` is ``tfclip-reid demo`` (``make demo``).
+``run_demo`` is ``tfclip-reid demo`` (``make demo``). Under torchrun every process runs the same call
+(``distributed.distribute_engine``); rank 0 alone prints, logs and writes results.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import numpy as np
 import torch
 from yacs.config import CfgNode as CN
 
-from .. import host
+from .. import distributed, host
 from ..checkpoint import load_checkpoint, load_matching_weights, resume, state_dict_of
-from ..config import engine_run_kwargs, set_active_config
+from ..config import activated_config, engine_run_kwargs
 from .baselines import VideoSoftmaxBaselineEngine, VideoTripletBaselineEngine
 from .engine import TFCLIPEngine
 from .optim import build_optimizer, build_scheduler
@@ -64,12 +65,9 @@ def build_model(cfg: CN, datamanager) -> torch.nn.Module:
     cfg.defrost()
     if cfg.tfclip.num_cameras == 0:
         cfg.tfclip.num_cameras = int(datamanager.num_train_cams)
-    set_active_config(cfg)
-    try:
+    with activated_config(cfg):
         return host.models.build_model(name=cfg.model.name, num_classes=datamanager.num_train_pids,
                                        loss=cfg.loss.name, pretrained=cfg.model.pretrained, use_gpu=cfg.use_gpu)
-    finally:
-        set_active_config(None)
 
 
 def load_weights(model: torch.nn.Module, path: str, tfclip: bool) -> None:
@@ -157,9 +155,10 @@ def write_results(save_dir: str, results: Dict[str, Any]) -> str:
 
 def run_experiment(cfg: CN) -> Dict[str, Any]:
     """Train and/or test as ``cfg`` says; ``tfclip.all_splits`` runs the 10 splits. Returns results.json's dict."""
-    if cfg.tfclip.all_splits:
-        return run_all_splits(cfg)
-    return run_single(cfg)
+    with distributed.process_group(cfg.use_gpu), distributed.quiet_unless_main():
+        if cfg.tfclip.all_splits:
+            return run_all_splits(cfg)
+        return run_single(cfg)
 
 
 def run_single(cfg: CN) -> Dict[str, Any]:
@@ -169,12 +168,14 @@ def run_single(cfg: CN) -> Dict[str, Any]:
     started = time.time()
     save_dir = cfg.data.save_dir
     log_name = ("test.log" if cfg.test.evaluate else "train.log") + time.strftime("-%Y-%m-%d-%H-%M-%S")
-    with tee_stdout(osp.join(save_dir, log_name)):
+    log = tee_stdout(osp.join(save_dir, log_name)) if distributed.is_main_process() else contextlib.nullcontext()
+    with log:
         print(f"Show configuration\n{cfg}\n")
         print(f"Collecting env info ...\n** System info **\n{host.collect_env_info()}\n")
         host.set_random_seed(cfg.train.seed)
-        datamanager = build_datamanager(cfg)
-        model = build_model(cfg, datamanager)
+        with distributed.main_process_first():
+            datamanager = build_datamanager(cfg)
+            model = build_model(cfg, datamanager)
         if cfg.model.load_weights:
             load_weights(model, cfg.model.load_weights, is_tfclip(cfg))
         device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
@@ -185,6 +186,7 @@ def run_single(cfg: CN) -> Dict[str, Any]:
         if cfg.model.resume:
             run_kwargs["start_epoch"] = resume(cfg.model.resume, model, optimizer, scheduler, engine.scaler)
             print(f"Resumed from {cfg.model.resume}: continuing at epoch {run_kwargs['start_epoch'] + 1}")
+        distributed.distribute_engine(engine, cfg, run_kwargs["start_epoch"])
         engine.run(**run_kwargs)
         results = {
             "model": cfg.model.name,
@@ -200,14 +202,15 @@ def run_single(cfg: CN) -> Dict[str, Any]:
             "results": {name: target_summary(r, list(cfg.test.ranks)) for name, r in engine.test_results.items()},
             "wall_seconds": {
                 "phase1": round(getattr(engine, "phase1_seconds", 0.0), 2),
-                "train": round(getattr(engine, "train_seconds", 0.0), 2),
+                "train": round(engine.train_seconds, 2),
                 "test": round(engine.test_seconds, 2),
                 "total": round(time.time() - started, 2),
             },
             "versions": versions(),
             "config": json.loads(json.dumps(cfg)),
         }
-        print(f"Results written to {write_results(save_dir, results)}")
+        if distributed.is_main_process():
+            print(f"Results written to {write_results(save_dir, results)}")
     return results
 
 
@@ -257,7 +260,8 @@ def run_all_splits(cfg: CN, num_splits: int = NUM_SPLITS) -> Dict[str, Any]:
     for target, metrics in results["summary"].items():
         line = ", ".join(f"{k} {v['mean']:.1%} +- {v['std']:.1%}" for k, v in metrics.items())
         print(f"{target} over {num_splits} splits: {line}")
-    write_results(cfg.data.save_dir, results)
+    if distributed.is_main_process():
+        write_results(cfg.data.save_dir, results)
     return results
 
 
@@ -272,7 +276,7 @@ data:
   workers: 0
 sampler: {train_sampler: RandomIdentitySampler, num_instances: 4}
 video: {seq_len: 8, sample_method: rrs}
-train: {lr: 3.0e-4, weight_decay: 1.0e-4, max_epoch: 12, batch_size: 16, stepsize: [10], seed: 1234, print_freq: 10}
+train: {lr: 3.0e-4, weight_decay: 1.0e-4, max_epoch: 30, batch_size: 16, stepsize: [25], seed: 1234, print_freq: 5}
 test: {batch_size: 64}
 tfclip: {vision_width: 128, vision_layers: 4, embed_dim: 128, warmup_epochs: 2, precision: fp32}
 """
