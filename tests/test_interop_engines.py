@@ -2,6 +2,7 @@
 scripts/main.py does with ``model.name tfclip_vit``): built through torchreid's factory, one epoch of
 VideoSoftmaxEngine / VideoTripletEngine on synthvid, evaluated by torchreid's ``engine.run(test_only=True)``."""
 import os
+import pickle
 import re
 
 import pytest
@@ -12,7 +13,7 @@ from tfclip_plugin import host
 from tfclip_plugin.checkpoint import load_checkpoint
 from tfclip_plugin.config import activated_config, get_default_config
 from tfclip_plugin.data import generate_synthvid
-from tfclip_plugin.interop import build_from_checkpoint
+from tfclip_plugin.interop import allow_torchreid_checkpoints, build_from_checkpoint
 
 SEQ_LEN = 4
 TINY = {"vision_width": 64, "vision_layers": 2, "embed_dim": 64}
@@ -90,3 +91,26 @@ def test_torchreid_video_engine_trains_and_tests_tfclip_vit(reid_root, tmp_path,
         rebuilt = build_from_checkpoint(checkpoint, name="tfclip_vit").eval()
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(query), clip)
+    assert_feature_extractor_reads_torchreid_checkpoints(checkpoint, model)
+
+
+def assert_feature_extractor_reads_torchreid_checkpoints(checkpoint: str, model: torch.nn.Module) -> None:
+    """torchreid's checkpoints hold rank1 as a numpy scalar, which torch >= 2.6's default torch.load refuses."""
+    frames = torch.rand(3, 3, 64, 32)
+
+    def extract():
+        with activated_config(tiny_config()):
+            fe = host.FeatureExtractor("tfclip_vit", model_path=checkpoint, image_size=(64, 32), device="cpu",
+                                       verbose=False)
+        return fe(frames)
+
+    with pytest.raises(pickle.UnpicklingError, match="numpy"):
+        extract()
+    allowed = torch.serialization.get_safe_globals()
+    try:
+        allow_torchreid_checkpoints()
+        with torch.no_grad():
+            torch.testing.assert_close(extract(), model.eval()(frames))
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(allowed)

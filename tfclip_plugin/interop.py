@@ -21,7 +21,7 @@ from torch import Tensor
 from yacs.config import CfgNode as CN
 
 from . import host
-from .checkpoint import load_checkpoint, state_dict_of
+from .checkpoint import _numpy_scalar_globals, load_checkpoint, state_dict_of
 from .config import active_config, get_default_config
 from .models import TFCLIP, build_tfclip, load_tfclip_state_dict
 from .models.tfclip import ARCHITECTURES, MODEL_OPTIONS
@@ -180,3 +180,12 @@ def feature_extractor_model(name: str, loss: str = "softmax", pretrained: bool =
     options = {key: active_config().tfclip[key] for key in MODEL_OPTIONS}
     num_cameras = max(1, int(options.pop("num_cameras")))
     return build_tfclip(name, 1, num_cameras, pretrained=pretrained, height=height, width=width, loss=loss, **options)
+
+
+def allow_torchreid_checkpoints() -> None:
+    """Let ``torch.load``'s default ``weights_only=True`` (torch >= 2.6) read the files torchreid's
+    ``Engine.save_model`` writes, whose ``rank1`` is a numpy float32 scalar: numpy's scalar reconstruction and
+    float dtypes become allowed globals, process-wide (``torch.serialization.add_safe_globals``), as
+    ``host.alias_upstream_modules`` a side effect for launchers of torchreid's scripts, never done on import.
+    """
+    torch.serialization.add_safe_globals(_numpy_scalar_globals())
