@@ -7,6 +7,7 @@ model would be lost, and a tower of another width would stay random. So when a `
 from a ``FeatureExtractor`` (``host.feature_extractor_arguments``), :func:`feature_extractor_model` builds the
 architecture stored in that checkpoint (the run config our engine writes into it, the class and camera counts
 of its weights), loads it strictly, and refuses an ``image_size`` other than the one the model was trained at.
+:func:`allow_torchreid_checkpoints` lets torchreid's own loader read the checkpoints torchreid's engines write.
 """
 from __future__ import annotations
 
