@@ -152,3 +152,16 @@ def test_short_seeded_training_raises_map_well_above_the_untrained_model(data_ro
                                      "train.stepsize", "[100]"))
     before, after = untrained["results"]["synthvid"]["mAP"], trained["results"]["synthvid"]["mAP"]
     assert after >= before + 0.10, (before, after)
+
+
+def test_memory_cache_is_written_once_and_read_back(data_root, tmp_path):
+    cache = str(tmp_path / "cache")
+    run_single(tiny_config(data_root, str(tmp_path / "a"), "train.max_epoch", "1", "tfclip.memory_cache", cache))
+    assert len(os.listdir(cache)) == 1
+    run_single(tiny_config(data_root, str(tmp_path / "b"), "train.max_epoch", "1", "tfclip.memory_cache", cache))
+    assert len(os.listdir(cache)) == 1
+    log = open(glob.glob(str(tmp_path / "b" / "train.log-*"))[0]).read()
+    assert "read from the cache" in log
+    memories = [load_checkpoint(str(tmp_path / run / "model" / "model.pth.tar-1"))["state_dict"]["memory"]
+                for run in ("a", "b")]
+    torch.testing.assert_close(memories[0], memories[1])

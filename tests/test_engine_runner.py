@@ -111,3 +111,13 @@ def test_tee_copies_stdout_to_a_file_and_restores_it(tmp_path, capsys):
     assert sys.stdout is console and not console.closed
     assert (tmp_path / "logs" / "train.log").read_text() == "inside\n"
     assert capsys.readouterr().out == "inside\nafter\n"
+
+
+def test_visrank_and_reranking_use_the_protocol_gallery(data_root, tmp_path):
+    plain = run_single(tiny_config(data_root, str(tmp_path / "p"), "test.evaluate", "True"))
+    ranked = run_single(tiny_config(data_root, str(tmp_path / "r"), "test.evaluate", "True", "test.rerank", "True",
+                                    "test.visrank", "True", "test.visrank_topk", "3"))
+    before, after = plain["results"]["synthvid"], ranked["results"]["synthvid"]
+    assert after["rerank"] and not before["rerank"] and after["mAP"] != before["mAP"]
+    folders = os.listdir(tmp_path / "r" / "visrank_synthvid")
+    assert len(folders) == after["num_query"]  # one folder per query, ranked against query + gallery
