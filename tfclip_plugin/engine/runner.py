@@ -195,7 +195,7 @@ def run_single(cfg: CN) -> Dict[str, Any]:
             "protocol": cfg.tfclip.protocol,
             "test_sampling": cfg.tfclip.test_sampling,
             "model_selection": SELECTION_RULES[bool(cfg.tfclip.select_on_test)] if not cfg.test.evaluate else
-            "test only (weights from model.load_weights)",
+            f"test only ({cfg.model.load_weights or 'the weights the model was built with'})",
             "best_epoch": getattr(engine, "best_epoch", None),
             "epochs": cfg.train.max_epoch if not cfg.test.evaluate else 0,
             "checkpoint": engine.last_checkpoint,
