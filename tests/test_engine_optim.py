@@ -100,3 +100,21 @@ def test_scheduler_steps_per_epoch_and_round_trips_through_state_dict():
     assert fresh.last_epoch == 12
     with pytest.raises(ValueError, match="train.stepsize must be increasing"):
         WarmupMultiStep([50, 30])
+
+
+def test_rules_reach_the_tfclip_modules_by_their_names():
+    from tfclip_plugin.models import build_tfclip
+
+    model = build_tfclip("tfclip_vit", num_classes=5, num_cameras=2, height=64, width=32, vision_width=64,
+                         vision_layers=2, embed_dim=64)
+    settings = parameter_settings(model, get_default_config())
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"bottleneck.bias", "bottleneck_proj.bias", "bottleneck_proj_temp.bias",
+                      "bottleneck_proj_temp2.bias"} and not frozen & set(settings)
+    for name, (lr, decay) in settings.items():
+        expected = 5e-6 * (2 if "bias" in name else 1) * (10 if name.startswith(("ssp.", "temporal.")) else 1)
+        expected *= 10 if "classifier_proj_temp" in name else 1
+        assert lr == pytest.approx(expected) and decay == pytest.approx(1e-4), name
+    assert any(n.startswith("ssp.") for n in settings) and any(n.startswith("temporal.") for n in settings)
+    assert settings["classifier_proj_temp.weight"][0] == pytest.approx(5e-5)
+    assert settings["backbone.visual.conv1.weight"][0] == pytest.approx(5e-6)
