@@ -165,3 +165,29 @@ def test_memory_cache_is_written_once_and_read_back(data_root, tmp_path):
     memories = [load_checkpoint(str(tmp_path / run / "model" / "model.pth.tar-1"))["state_dict"]["memory"]
                 for run in ("a", "b")]
     torch.testing.assert_close(memories[0], memories[1])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_precision_sets_autocast_and_a_grad_scaler_for_fp16_only(data_root, tmp_path, precision):
+    from tfclip_plugin.data import build_datamanager
+    from tfclip_plugin.engine.runner import build_engine, build_model, build_optimization
+
+    cfg = tiny_config(data_root, str(tmp_path), "tfclip.precision", precision)
+    datamanager = build_datamanager(cfg)
+    model = build_model(cfg, datamanager)
+    engine = build_engine(cfg, datamanager, model, *build_optimization(cfg, model))
+    assert (engine.scaler is not None) == (precision == "fp16")
+    engine.build_memory()
+    model.train()
+    engine.epoch, engine.batch_idx = 0, 0
+    before = model.cv_embed.detach().clone()
+    summary = engine.forward_backward(next(iter(datamanager.train_loader)))
+    assert np.isfinite(summary["loss"]) and 0.0 <= summary["acc_v2m"] <= 1.0
+    stepped = not torch.equal(model.cv_embed, before)
+    if precision == "fp16":  # GradScaler skips a step whose scaled gradients overflow, and halves its scale
+        assert stepped or engine.scaler.get_scale() < 2.0 ** 16
+    else:
+        assert stepped
+    with pytest.raises(ValueError, match="tfclip.precision must be one of"):
+        build_engine(tiny_config(data_root, str(tmp_path), "tfclip.precision", "fp8"), datamanager, model,
+                     *build_optimization(cfg, model))
