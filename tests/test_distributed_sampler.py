@@ -47,9 +47,19 @@ def test_plan_does_not_disturb_global_rngs():
     assert (random.random(), np.random.rand()) == expected
 
 
-def test_batch_must_split_into_whole_identities():
-    with pytest.raises(ValueError, match=r"train.batch_size=12 must be a multiple of world size x sampler.num_instances = 2 x 4"):
-        DistributedIdentitySampler(_tracklets(), 12, 4, num_replicas=2, rank_id=0)
+def test_batch_must_split_evenly_across_ranks():
+    with pytest.raises(ValueError, match=r"train.batch_size=10 must be a multiple of the world size 4 "):
+        DistributedIdentitySampler(_tracklets(), 10, 2, num_replicas=4, rank_id=0)
+
+
+def test_slices_smaller_than_an_identity_still_cover_each_global_batch():
+    data = _tracklets()
+    single = DistributedIdentitySampler(data, 8, 4, num_replicas=1, rank_id=0, seed=5)
+    ranks = [DistributedIdentitySampler(data, 8, 4, num_replicas=4, rank_id=r, seed=5) for r in range(4)]
+    plan, parts = list(single), [list(s) for s in ranks]
+    assert [len(p) for p in parts] == [len(plan) // 4] * 4
+    for b in range(len(plan) // 8):
+        assert sum((p[2 * b : 2 * b + 2] for p in parts), []) == plan[8 * b : 8 * b + 8]
 
 
 def test_shard_range_covers_everything_once():

@@ -167,8 +167,9 @@ class DistributedIdentitySampler(Sampler):
     Every rank draws the same epoch plan (torchreid's sampler under a seed of ``seed + epoch``), cuts it
     into global batches of ``batch_size`` = P x K tracklets and takes its own contiguous slice of
     ``batch_size / world`` indices from each. The global batch and the number of iterations per epoch
-    therefore equal those of a single-process run with the same seed; slices are multiples of K so
-    that every rank sees whole identities (batch-hard triplets stay meaningful).
+    therefore equal those of a single-process run with the same seed. A slice holds whole identities when
+    ``batch_size / world`` is a multiple of K; otherwise identities straddle ranks, which triplet mining over
+    the gathered global batch (:class:`CrossRankTripletLoss`) does not mind.
     """
 
     def __init__(
@@ -177,11 +178,9 @@ class DistributedIdentitySampler(Sampler):
     ) -> None:
         self.num_replicas = world_size() if num_replicas is None else num_replicas
         self.rank = rank() if rank_id is None else rank_id
-        if batch_size % (self.num_replicas * num_instances):
-            raise ValueError(
-                f"train.batch_size={batch_size} must be a multiple of world size x sampler.num_instances "
-                f"= {self.num_replicas} x {num_instances} so that each rank gets whole identities"
-            )
+        if batch_size % self.num_replicas:
+            raise ValueError(f"train.batch_size={batch_size} must be a multiple of the world size {self.num_replicas} "
+                             "(each process takes an equal share of every batch)")
         self.plan = host.RandomIdentitySampler(data_source, batch_size, num_instances)
         self.batch_size = batch_size
         self.local_batch_size = batch_size // self.num_replicas
@@ -281,7 +280,8 @@ def distributed_train_loader(loader: DataLoader, train_sampler: str, batch_size:
         sampler: Sampler = DistributedIdentitySampler(dataset.train, batch_size, num_instances, seed=seed)
     elif train_sampler == "RandomSampler":
         if batch_size % world:
-            raise ValueError(f"train.batch_size={batch_size} must be a multiple of the world size {world}")
+            raise ValueError(f"train.batch_size={batch_size} must be a multiple of the world size {world} "
+                             "(each process takes an equal share of every batch)")
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
     else:
         raise ValueError(f"sampler.train_sampler must be one of {', '.join(TRAIN_SAMPLERS)} under torchrun; "
