@@ -88,7 +88,8 @@ def worker(root: str, out: str) -> None:
 
     saved["refusals"] = [
         refused(lambda: distributed.distribute_engine(engine, tiny_config(root, out, "tfclip.sync_bn", "True"))),
-        refused(lambda: distributed.distribute_engine(SimpleNamespace(), tiny_config(root, out, "model.name", "osnet_x0_25"))),
+        refused(lambda: distributed.distribute_engine(SimpleNamespace(),
+                                                      tiny_config(root, out, "model.name", "osnet_x0_25"))),
     ]
 
     # one step on this rank's half of a global batch against one step of a single process on all of it
@@ -100,8 +101,9 @@ def worker(root: str, out: str) -> None:
     deterministic_layers(reference)
     terms = engine.forward_backward({key: value[half] for key, value in batch.items()})
     t = cfg.tfclip
-    criterion = TFCLIPLoss(model.num_classes, label_smooth=t.label_smooth, margin=t.margin, v2m_weight=t.v2m_loss_weight,
-                           id_weight=t.id_loss_weight, triplet_weight=t.triplet_loss_weight)
+    criterion = TFCLIPLoss(model.num_classes, label_smooth=t.label_smooth, margin=t.margin,
+                           v2m_weight=t.v2m_loss_weight, id_weight=t.id_loss_weight,
+                           triplet_weight=t.triplet_loss_weight)
     reference_terms = criterion(reference(batch["img"], batch["camid"]), batch["pid"])
     reference_terms["loss"].backward()
     saved["step"] = {

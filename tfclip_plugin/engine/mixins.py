@@ -91,8 +91,9 @@ class ProtocolEvaluationMixin:
     def tracklet_features(self, name: str, split: str, loader) -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """(features (N, D), pids (N,), camids (N,)) of the query or gallery tracklets of target ``name``."""
         if self.test_sampling == "rrs":
-            return gather_shards(lambda block: loader_features(self.encode_clips, shard_loader(loader, block),
-                                                               self.device, desc=f"{name} {split}"), len(loader.dataset))
+            return gather_shards(lambda block: loader_features(
+                self.encode_clips, shard_loader(loader, block), self.device, desc=f"{name} {split}",
+            ), len(loader.dataset))
         from ..data.video import DenseClipDataset
 
         query, gallery = self.datamanager.fetch_test_loaders(name)
