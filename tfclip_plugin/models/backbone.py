@@ -8,6 +8,7 @@ backbones run the trunk from open_clip's public submodules and return every toke
 - ViT: patch embedding -> CLS (+ the SIE camera offset) -> + positional embedding -> ln_pre -> transformer
   -> ln_post on all tokens; ``project`` multiplies by ``proj``. The patch stride may differ from the patch size
   (12 = overlapping patches); the positional embedding follows the grid ``((H-16)//s+1, (W-16)//s+1)``.
+  The blocks' attention runs through ``F.scaled_dot_product_attention`` (``attention.SelfAttention``).
 - ModifiedResNet (CLIP RN50): stem and layers 1-4 with the last stride set to 1 (a 16x8 map for 256x128
   input); the attention pool runs its query over all ``1 + h*w`` tokens (open_clip keeps only the first), so
   its outputs serve as tokens already in the joint embedding space; ``project`` is the identity.
@@ -21,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
 from torch import Tensor, nn
+
+from .attention import use_sdpa_attention
 
 PATCH_SIZE = 16
 HEAD_WIDTH = 64  # OpenAI CLIP: heads = width // 64 (ViT), width * 32 // 64 (ModifiedResNet)
@@ -69,7 +72,7 @@ class ViTBackbone(nn.Module):
             raise ValueError(f"tfclip.stride must be in 1..{PATCH_SIZE}, got {stride}")
         cfg = CLIPVisionCfg(layers=vision_layers, width=vision_width, head_width=HEAD_WIDTH,
                             patch_size=PATCH_SIZE, image_size=(height, width))
-        self.visual = _build_vision_tower(embed_dim, cfg, quick_gelu=True)
+        self.visual = use_sdpa_attention(_build_vision_tower(embed_dim, cfg, quick_gelu=True))
         self.grid_size = grid_shape(height, width, stride)
         if stride != PATCH_SIZE:
             self.visual.conv1.stride = (stride, stride)

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import Tensor, nn
 
+from .attention import attention_backend
+
 HEAD_WIDTH = 64
 SSP_NAMES = ("paper", "released", "none")
 
@@ -46,8 +48,9 @@ class Attention(nn.Module):
 
     def forward(self, query: Tensor, context: Tensor) -> Tensor:
         """query (B, Nq, D), context (B, Nk, D) -> (B, Nq, D)."""
-        out = F.scaled_dot_product_attention(
-            self._split(self.q_proj(query)), self._split(self.k_proj(context)), self._split(self.v_proj(context)))
+        with attention_backend(query):
+            out = F.scaled_dot_product_attention(
+                self._split(self.q_proj(query)), self._split(self.k_proj(context)), self._split(self.v_proj(context)))
         return self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))
 
 

@@ -30,6 +30,8 @@ import torch
 from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock, Transformer
 from torch import Tensor, nn
 
+from .attention import SelfAttention, use_sdpa_attention
+
 HEAD_WIDTH = 64
 MAX_FRAMES = 77
 TEMPORAL_NAMES = ("tmd", "tap", "conv1d", "transf", "transf_cls")
@@ -49,8 +51,8 @@ class TemporalMemoryDiffusion(nn.Module):
         self.out_dim = dim
         self.message_fc = nn.Linear(dim, dim)
         self.message_ln = LayerNorm(dim)
-        self.message_attn = nn.MultiheadAttention(dim, _heads(dim), batch_first=True)
-        self.diffusion = ResidualAttentionBlock(dim, _heads(dim), act_layer=QuickGELU)
+        self.message_attn = SelfAttention.from_multihead(nn.MultiheadAttention(dim, _heads(dim), batch_first=True))
+        self.diffusion = use_sdpa_attention(ResidualAttentionBlock(dim, _heads(dim), act_layer=QuickGELU))
 
     def forward(self, tokens: Tensor) -> Tuple[Tensor, Tensor]:
         b, t, _, d = tokens.shape
@@ -98,7 +100,7 @@ class TemporalTransformer(nn.Module):
         super().__init__()
         self.out_dim = dim
         self.frame_position_embeddings = nn.Embedding(MAX_FRAMES, dim)
-        self.transformer = Transformer(dim, layers, _heads(dim), act_layer=QuickGELU)
+        self.transformer = use_sdpa_attention(Transformer(dim, layers, _heads(dim), act_layer=QuickGELU))
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
