@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from engine_fixtures import SYNTHVID_SIZE, tiny_config
 
 from tfclip_plugin.cli import config_from_args
@@ -85,7 +86,9 @@ def test_demo_prints_a_table_and_ends_with_one_json_line(data_root, tmp_path, mo
     monkeypatch.setattr(runner, "DEMO_YAML", runner.DEMO_YAML.replace("max_epoch: 30", "max_epoch: 1").replace(
         "vision_width: 128, vision_layers: 4, embed_dim: 128", "vision_width: 64, vision_layers: 2, embed_dim: 64"))
     monkeypatch.setitem(runner.DEMO_BASELINE, "model.name", "shufflenet_v2_x0_5")
-    summary = runner.run_demo(root=data_root, save_dir=str(tmp_path))
+    threads = torch.get_num_threads()
+    summary = runner.run_demo(root=data_root, save_dir=str(tmp_path), threads=1)
+    assert torch.get_num_threads() == threads
     lines = capsys.readouterr().out.strip().splitlines()
     assert json.loads(lines[-1]) == summary
     assert {"untrained_map", "trained_map", "baseline_map", "baseline_model", "seconds"} <= set(summary)

@@ -12,7 +12,7 @@ import os
 import os.path as osp
 import sys
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -301,22 +301,32 @@ def _demo_variant(cfg: CN, save_dir: str, **options: Any) -> CN:
     return variant
 
 
-def run_demo(root: str = "reid-data", save_dir: str = "log/demo") -> Dict[str, Any]:
+def run_demo(root: str = "reid-data", save_dir: str = "log/demo", threads: Optional[int] = None) -> Dict[str, Any]:
     """``tfclip-reid demo``: the untrained TF-CLIP, the trained one (phase 1 + phase 2) and a torchreid
     baseline trained by torchreid's video engine, all tested under the same protocol and sampling.
+
+    ``threads``: torch intra-op threads during the demo; default ``OMP_NUM_THREADS`` when set, else 1. One
+    thread is the robust choice for small models on a small CPU: on 2 cores shared with other work, two
+    OpenMP threads waited on each other (a training step measured 6x slower), while on idle cores one
+    thread costs about 1.3x.
 
     Prints a table and, as its last line, one JSON object (untrained_map, trained_map, baseline_map,
     baseline_model, seconds, ...). Returns that object.
     """
     started = time.time()
     cfg = demo_config(root, osp.join(save_dir, "tfclip"))
-    runs = {
-        "TF-CLIP, untrained": run_single(_demo_variant(cfg, osp.join(save_dir, "untrained"),
-                                                       **{"test.evaluate": True})),
-        "TF-CLIP, trained": run_single(cfg),
-        f"{DEMO_BASELINE['model.name']} (torchreid video engine)": run_single(
-            _demo_variant(cfg, osp.join(save_dir, "baseline"), **DEMO_BASELINE)),
-    }
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or int(os.environ.get("OMP_NUM_THREADS") or 1))
+    try:
+        runs = {
+            "TF-CLIP, untrained": run_single(_demo_variant(cfg, osp.join(save_dir, "untrained"),
+                                                           **{"test.evaluate": True})),
+            "TF-CLIP, trained": run_single(cfg),
+            f"{DEMO_BASELINE['model.name']} (torchreid video engine)": run_single(
+                _demo_variant(cfg, osp.join(save_dir, "baseline"), **DEMO_BASELINE)),
+        }
+    finally:
+        torch.set_num_threads(previous_threads)
     target = cfg.data.targets[0]
     print(f"\nsynthvid demo: protocol {cfg.tfclip.protocol}, {cfg.tfclip.test_sampling} test sampling")
     print(f"{'model':<40} {'mAP':>7} {'R1':>7} {'R5':>7} {'mINP':>7} {'seconds':>8}")
