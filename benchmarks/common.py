@@ -1,0 +1,195 @@
+"""Shared pieces of the benchmark scripts: JSON lines, timing, peak memory, the machine, model builders and
+the reference TF-CLIP built in-process from a user's checkout.
+
+Every script prints one JSON object per line and measurement (``emit``). Times are wall-clock seconds
+(``time.perf_counter``, CUDA synchronised); a measurement reports the median of its repeats and every
+repeat, so a loaded machine shows up as spread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import types
+from contextlib import contextmanager, redirect_stdout
+from typing import Callable, Dict, Iterator, List, Optional
+
+import torch
+
+NUM_CLASSES = 625  # MARS training identities
+NUM_CAMERAS = 6
+TINY = {"vision_width": 64, "vision_layers": 2, "embed_dim": 64}  # --tiny: a smoke-test model
+
+
+def emit(record: Dict) -> None:
+    """Print one measurement as a JSON line."""
+    print(json.dumps(record, sort_keys=False), flush=True)
+
+
+def machine(device: torch.device) -> Dict:
+    """What the numbers were measured on."""
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "cpu": _cpu_name(), "python": platform.python_version()}
+    if hasattr(os, "getloadavg"):
+        info["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer 64-wide ViT instead of ViT-B/16 (smoke test)")
+    parser.add_argument("--reference-dir", default="",
+                        help="a checkout of AsuradaYuci/TF-CLIP: also measure the reference implementation")
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
+        torch.backends.cudnn.allow_tf32 = False
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call of ``fn``."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def summary(seconds: List[float]) -> Dict:
+    return {"median_s": round(statistics.median(seconds), 4), "all_s": [round(s, 4) for s in seconds]}
+
+
+def interleaved(calls: Dict[str, Callable[[], object]], repeats: int, warmup: int,
+                device: torch.device) -> Dict[str, List[float]]:
+    """Time every call ``repeats`` times, round-robin, so that load changes on a shared machine hit all
+    variants alike."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    seconds: Dict[str, List[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            seconds[name].append(timed(fn, device))
+    return seconds
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak memory of what runs inside ``with`` (MiB): CUDA's allocator peak on a GPU; on the CPU the
+    resident set sampled every 2 ms, minus the resident set on entry (an estimate of the working memory)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mib: Optional[float] = None
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "cpu_rss_increase"
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self._start = self._peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self._peak = max(self._peak, _rss_bytes())
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mib = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.mib = (max(self._peak, _rss_bytes()) - self._start) / 2 ** 20
+
+
+def build_ours(num_classes: int = NUM_CLASSES, stride: int = 16, tiny: bool = False,
+               grad_checkpointing: bool = False, height: int = 256, width: int = 128) -> torch.nn.Module:
+    """Our TF-CLIP ViT-B/16 (random weights: timing does not depend on them)."""
+    from tfclip_plugin.models import build_tfclip
+
+    options = dict(TINY) if tiny else {}
+    return build_tfclip("tfclip_vit", num_classes, NUM_CAMERAS, stride=stride, height=height, width=width,
+                        grad_checkpointing=grad_checkpointing, **options)
+
+
+@contextmanager
+def _on_path(directory: str) -> Iterator[None]:
+    sys.path.insert(0, directory)
+    try:
+        yield
+    finally:
+        sys.path.remove(directory)
+
+
+def build_reference(reference_dir: str, num_classes: int = NUM_CLASSES, stride: int = 16,
+                    seq_len: int = 8) -> torch.nn.Module:
+    """The reference TF-CLIP ``build_transformer`` (ViT-B-16, SIE cameras, 256x128, features before BN) from a
+    checkout of AsuradaYuci/TF-CLIP, run as shipped except for two runtime substitutions, needed because the
+    reference downloads OpenAI's archive and moves the model to CUDA inside its constructor:
+    ``load_clip_to_cpu`` returns an object whose ``visual`` is the reference's own
+    ``model.clip.model.VisionTransformer`` (random weights, the same shapes) and whose ``.to()`` does nothing.
+    Nothing of the reference is copied; its modules are imported from ``reference_dir``.
+    """
+    if not os.path.isfile(os.path.join(reference_dir, "model", "make_model_clipreid.py")):
+        raise FileNotFoundError(f"--reference-dir {reference_dir!r}: expected a checkout of AsuradaYuci/TF-CLIP "
+                                "(model/make_model_clipreid.py not found)")
+    with _on_path(reference_dir):
+        from config.defaults import _C
+        import model.make_model_clipreid as reference
+        from model.clip.model import VisionTransformer
+
+    def load_clip_without_download(backbone_name: str, h_resolution: int, w_resolution: int, stride_size: int):
+        clip = types.SimpleNamespace(
+            visual=VisionTransformer(h_resolution, w_resolution, 16, stride_size, 768, 12, 12, 512))
+        clip.to = lambda *args, **kwargs: clip
+        return clip
+
+    reference.load_clip_to_cpu = load_clip_without_download
+    cfg = _C.clone()
+    cfg.merge_from_list(["MODEL.NAME", "ViT-B-16", "MODEL.SIE_CAMERA", True, "MODEL.SIE_COE", 1.0,
+                         "MODEL.STRIDE_SIZE", [stride, stride], "INPUT.SIZE_TRAIN", [256, 128],
+                         "INPUT.SEQ_LEN", seq_len, "TEST.NECK_FEAT", "before", "DATASETS.NAMES", "mars"])
+    with redirect_stdout(sys.stderr):  # it prints the camera count; stdout carries JSON lines only
+        return reference.build_transformer(num_classes, NUM_CAMERAS, 1, cfg)
