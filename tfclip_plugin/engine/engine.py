@@ -63,7 +63,7 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
         return {
             "model": cfg.model.name, "height": cfg.data.height, "width": cfg.data.width,
             "norm_mean": list(cfg.data.norm_mean), "norm_std": list(cfg.data.norm_std),
-            "seq_len": cfg.video.seq_len, "precision": cfg.tfclip.precision,
+            "seq_len": cfg.video.seq_len, "precision": self.test_precision,
         }
 
     def build_memory(self) -> torch.Tensor:
@@ -83,7 +83,7 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
             memory = build_clip_memory(
                 self.model, tracklets, self.datamanager.transform_te, self.model.num_classes,
                 seq_len=cfg.video.seq_len, batch_size=cfg.test.batch_size, workers=cfg.data.workers,
-                device=self.device, precision=cfg.tfclip.precision,
+                device=self.device, precision=self.test_precision,
             )
             if key is not None and is_main_process():
                 store_cached_memory(cfg.tfclip.memory_cache, key, memory, self.memory_settings())

@@ -19,7 +19,7 @@ from .. import host
 from ..checkpoint import rng_state
 from ..distributed import gather_shards, is_main_process, save_on_main_process, shard_loader, training_epoch
 from ..evaluation import QUERY_IN_GALLERY, check_protocol, evaluate_distmat, protocol_gallery
-from .features import dense_tracklet_features, loader_features
+from .features import PRECISIONS, dense_tracklet_features, loader_features
 
 TEST_SAMPLINGS = ("dense", "rrs")
 FRAMES_PER_TRACKLET_RECORD = 4
@@ -58,6 +58,7 @@ class ProtocolEvaluationMixin:
 
     'dense': all frames in consecutive ``video.seq_len`` chunks (``DenseClipDataset`` over the test tuples,
     ``test.batch_size`` chunks per forward, ``data.workers``), chunk features averaged per tracklet.
+    Both run under autocast at ``test_precision`` (``tfclip.test_precision``, else ``tfclip.precision``).
     'rrs': torchreid's query/gallery loaders, one clip per tracklet. Under torchrun every rank encodes a block
     of the tracklets and the features are gathered in dataset order; rank 0 alone writes test outputs and
     visrank. Subclasses define ``encode_clips``.
@@ -70,6 +71,9 @@ class ProtocolEvaluationMixin:
         if cfg.tfclip.test_sampling not in TEST_SAMPLINGS:
             raise ValueError(f"tfclip.test_sampling must be one of {', '.join(TEST_SAMPLINGS)}; "
                              f"got {cfg.tfclip.test_sampling!r}")
+        if cfg.tfclip.test_precision not in ("",) + tuple(PRECISIONS):
+            raise ValueError(f"tfclip.test_precision must be '' (= tfclip.precision) or one of "
+                             f"{', '.join(PRECISIONS)}; got {cfg.tfclip.test_precision!r}")
         self.cfg = cfg
         self.sampling_override: Optional[str] = None
         self.test_results: Dict[str, dict] = {}
@@ -84,6 +88,11 @@ class ProtocolEvaluationMixin:
     def test_sampling(self) -> str:
         return self.sampling_override or self.cfg.tfclip.test_sampling
 
+    @property
+    def test_precision(self) -> str:
+        """Autocast precision of phase 1 and evaluation: ``tfclip.test_precision``, else ``tfclip.precision``."""
+        return self.cfg.tfclip.test_precision or self.cfg.tfclip.precision
+
     def encode_clips(self, clips: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
         """Clip features (B, D) of clips (B, T, 3, H, W); torchreid's ``extract_features`` by default."""
         return self.extract_features(clips)
@@ -92,7 +101,8 @@ class ProtocolEvaluationMixin:
         """(features (N, D), pids (N,), camids (N,)) of the query or gallery tracklets of target ``name``."""
         if self.test_sampling == "rrs":
             return gather_shards(lambda block: loader_features(
-                self.encode_clips, shard_loader(loader, block), self.device, desc=f"{name} {split}",
+                self.encode_clips, shard_loader(loader, block), self.device, self.test_precision,
+                desc=f"{name} {split}",
             ), len(loader.dataset))
         from ..data.video import DenseClipDataset
 
@@ -101,7 +111,8 @@ class ProtocolEvaluationMixin:
         features = gather_shards(lambda block: dense_tracklet_features(
             self.encode_clips, DenseClipDataset([tracklets[i] for i in block], self.datamanager.transform_te,
                                                 seq_len=self.cfg.video.seq_len),
-            self.cfg.test.batch_size, self.cfg.data.workers, self.device, desc=f"{name} {split} (dense)",
+            self.cfg.test.batch_size, self.cfg.data.workers, self.device, self.test_precision,
+            desc=f"{name} {split} (dense)",
         ), len(tracklets))
         return features, np.array([t[1] for t in tracklets]), np.array([t[2] for t in tracklets])
 
