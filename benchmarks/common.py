@@ -8,6 +8,7 @@ repeat, so a loaded machine shows up as spread.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -110,9 +111,23 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _return_freed_memory_to_the_system() -> None:
+    """glibc keeps freed blocks mapped, so the resident set would not fall back after a step: from here on,
+    blocks of 64 KiB or more are mapped and unmapped one by one (``mallopt(M_MMAP_THRESHOLD)``), and what is
+    free now is given back (``malloc_trim``). Called only once the timing is done (it makes allocation dearer)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+    libc.malloc_trim(0)
+
+
 class PeakMemory:
-    """Peak memory of what runs inside ``with`` (MiB): CUDA's allocator peak on a GPU; on the CPU the
-    resident set sampled every 2 ms, minus the resident set on entry (an estimate of the working memory)."""
+    """Peak memory of what runs inside ``with`` (MiB): CUDA's allocator peak on a GPU (weights, optimizer state
+    and activations); on the CPU the resident set sampled every 2 ms minus the resident set on entry, with freed
+    memory returned to the system first: the step's working memory (activations, gradients, temporaries),
+    without the weights and optimizer state already held."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -124,6 +139,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
+        _return_freed_memory_to_the_system()
         self._start = self._peak = _rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -152,6 +168,21 @@ def build_ours(num_classes: int = NUM_CLASSES, stride: int = 16, tiny: bool = Fa
     options = dict(TINY) if tiny else {}
     return build_tfclip("tfclip_vit", num_classes, NUM_CAMERAS, stride=stride, height=height, width=width,
                         grad_checkpointing=grad_checkpointing, **options)
+
+
+def with_multihead_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with each ``SelfAttention`` put back to the ``nn.MultiheadAttention`` open_clip builds (same
+    weights): the attention path before ``models/attention.py``, to measure what that change gains."""
+    from tfclip_plugin.models.attention import SelfAttention
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, SelfAttention):
+            mha = torch.nn.MultiheadAttention(module.in_proj_weight.shape[1], module.num_heads, batch_first=True)
+            mha.load_state_dict(module.state_dict())
+            parent, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attribute,
+                    mha.to(module.in_proj_weight.device, module.in_proj_weight.dtype))
+    return model
 
 
 @contextmanager

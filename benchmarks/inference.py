@@ -8,6 +8,8 @@ Variants (eval mode, ``torch.no_grad``, a batch of ``--clips`` clips of ``--fram
 - ``bf16`` / ``fp16``: ours under ``torch.autocast`` (what ``tfclip.precision`` / ``tfclip.test_precision``
   do in phase 1 and evaluation);
 - ``bf16-weights``: ours with the weights cast to bfloat16 (``model.to(torch.bfloat16)``), no autocast.
+- ``fp32-mha`` / ``bf16-mha`` (on request): as ``fp32`` / ``bf16`` with open_clip's ``nn.MultiheadAttention``
+  put back in place of ``models/attention.py`` (the path before it).
 
 Each variant's features are compared with ours in fp32 (max absolute difference, lowest cosine similarity); with
 ``--reference-dir`` ours carry the reference's weights, so ``fp32`` is also a parity check. A ``gemm`` line
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (NUM_CAMERAS, add_common_arguments, build_ours, build_reference, emit, interleaved, machine,
-                    setup, summary, timed)
+                    setup, summary, timed, with_multihead_attention)
 from tfclip_plugin.engine.features import autocast
 from tfclip_plugin.models import load_official_checkpoint
 
@@ -54,8 +56,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=2, help="clips per forward")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip")
     parser.add_argument("--stride", type=int, default=16)
-    parser.add_argument("--variants", default="", help="comma list of fp32,bf16,fp16,bf16-weights (default: CPU "
-                                                        "fp32,bf16,bf16-weights; GPU fp32,bf16,fp16,bf16-weights)")
+    parser.add_argument("--variants", default="", help="comma list of fp32,bf16,fp16,bf16-weights,fp32-mha,bf16-mha "
+                        "(default: CPU fp32,bf16,bf16-weights; GPU fp32,bf16,fp16,bf16-weights)")
     args = parser.parse_args()
     device = setup(args)
     names = args.variants.split(",") if args.variants else (
@@ -82,11 +84,12 @@ def main() -> None:
         calls["reference"] = run_reference
     ours.to(device)
     weights_bf16 = copy.deepcopy(ours).to(torch.bfloat16) if "bf16-weights" in names else None
+    multihead = with_multihead_attention(copy.deepcopy(ours)) if any(n.endswith("-mha") for n in names) else None
 
-    def run(precision: str) -> Callable[[], torch.Tensor]:
+    def run(precision: str, model: torch.nn.Module = ours) -> Callable[[], torch.Tensor]:
         def call() -> torch.Tensor:
             with torch.no_grad(), autocast(device, precision):
-                return ours(clips, camids)
+                return model(clips, camids)
         return call
 
     def run_bf16_weights() -> torch.Tensor:
@@ -94,7 +97,12 @@ def main() -> None:
             return weights_bf16(clips.to(torch.bfloat16), camids)
 
     for name in names:
-        calls[name] = run_bf16_weights if name == "bf16-weights" else run(name)
+        if name == "bf16-weights":
+            calls[name] = run_bf16_weights
+        elif name.endswith("-mha"):
+            calls[name] = run(name[:-len("-mha")], multihead)
+        else:
+            calls[name] = run(name)
 
     expected = run("fp32")().float()
     seconds = interleaved(calls, args.repeats, args.warmup, device)

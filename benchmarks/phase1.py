@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from typing import Dict, List
@@ -50,7 +51,8 @@ def main() -> None:
     parser.add_argument("--tracklets", type=int, default=24, help="training tracklets (2 per identity)")
     parser.add_argument("--max-frames", type=int, default=16, help="longest tracklet (8 frames at least)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per forward in ours")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                        help="loader processes (default: half the cores; more on a 2-core CPU slows the forward)")
     parser.add_argument("--precisions", default="fp32,bf16")
     args = parser.parse_args()
     device = setup(args)

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 from common import (NUM_CAMERAS, NUM_CLASSES, PeakMemory, add_common_arguments, build_ours, build_reference, emit,
-                    interleaved, machine, setup, summary, timed)
+                    interleaved, machine, setup, summary, timed, with_multihead_attention)
 from tfclip_plugin.config import get_default_config
 from tfclip_plugin.engine.features import autocast
 from tfclip_plugin.engine.losses import TFCLIPLoss
@@ -46,8 +46,12 @@ def batch(args, device: torch.device):
     return clips, camids, pids
 
 
-def our_step(args, device: torch.device, precision: str, stride: int, checkpointing: bool) -> Callable[[], None]:
-    model = build_ours(stride=stride, tiny=args.tiny, grad_checkpointing=checkpointing).to(device).train()
+def our_step(args, device: torch.device, precision: str, stride: int, checkpointing: bool,
+             multihead: bool = False) -> Callable[[], None]:
+    model = build_ours(stride=stride, tiny=args.tiny, grad_checkpointing=checkpointing)
+    if multihead:
+        with_multihead_attention(model)
+    model = model.to(device).train()
     model.set_memory(torch.randn(NUM_CLASSES, model.embed_dim))
     optimizer = build_optimizer(model, get_default_config())
     criterion = TFCLIPLoss(NUM_CLASSES, use_gpu=device.type == "cuda")
@@ -101,14 +105,15 @@ def variants(args) -> List[Variant]:
     ours = [("ours", p, s, c) for s, p, c in itertools.product(args.strides, args.precisions, checkpointing)]
     reference = [("reference", "fp16" if args.device.startswith("cuda") else "fp32", s, False)
                  for s in args.strides] if args.reference_dir else []
-    return reference + ours
+    multihead = [("ours-mha",) + v[1:] for v in ours] if args.mha else []
+    return reference + ours + multihead
 
 
 def make_step(args, device: torch.device, variant: Variant) -> Callable[[], None]:
     implementation, precision, stride, checkpointing = variant
     if implementation == "reference":
         return reference_step(args, device, stride)
-    return our_step(args, device, precision, stride, checkpointing)
+    return our_step(args, device, precision, stride, checkpointing, multihead=implementation == "ours-mha")
 
 
 def record(args, variant: Variant, seconds: List[float], memory: PeakMemory) -> Dict:
@@ -117,7 +122,7 @@ def record(args, variant: Variant, seconds: List[float], memory: PeakMemory) -> 
     out = {"benchmark": "train_step", "impl": implementation, "precision": precision, "stride": stride,
            "grad_checkpointing": checkpointing, "batch": f"{args.ids}x{args.instances}x{args.frames}",
            "frames": frames, "device": args.device,
-           "model": "tiny" if args.tiny and implementation == "ours" else "ViT-B/16"}
+           "model": "tiny" if args.tiny and implementation != "reference" else "ViT-B/16"}
     out.update(summary(seconds))
     out["frames_per_s"] = round(frames / out["median_s"], 2)
     out["peak_mib"] = round(memory.mib, 1)
@@ -158,14 +163,15 @@ def measure_alone(args, device: torch.device, variant: Variant) -> Dict:
 def add_ratios(r: Dict, earlier: List[Dict]) -> Dict:
     """Add speedup_vs_reference (same stride) and speedup_vs_fp32 (ours, same stride and checkpointing) to
     ``r`` from the ``earlier`` records."""
-    if r.get("impl") != "ours" or "median_s" not in r:
+    if r.get("impl") not in ("ours", "ours-mha") or "median_s" not in r:
         return r
     for x in earlier:
         if "median_s" not in x or x.get("stride") != r["stride"] or x["model"] != r["model"]:
             continue
         if x["impl"] == "reference":
             r["speedup_vs_reference"] = round(x["median_s"] / r["median_s"], 2)
-        elif x["precision"] == "fp32" != r["precision"] and x["grad_checkpointing"] == r["grad_checkpointing"]:
+        elif x["impl"] == r["impl"] and x["precision"] == "fp32" != r["precision"] \
+                and x["grad_checkpointing"] == r["grad_checkpointing"]:
             r["speedup_vs_fp32"] = round(x["median_s"] / r["median_s"], 2)
     return r
 
@@ -180,6 +186,8 @@ def main() -> None:
                                                           "GPU bf16,fp16)")
     parser.add_argument("--strides", default="16", help="comma list of patch strides, e.g. 16,12")
     parser.add_argument("--checkpointing", choices=("off", "on", "both"), default="off")
+    parser.add_argument("--mha", action="store_true", help="also each of ours with open_clip's nn.MultiheadAttention "
+                        "put back (impl 'ours-mha': the attention path before models/attention.py)")
     args = parser.parse_args()
     device = setup(args)
     args.precisions = args.precisions.split(",") if args.precisions else (
