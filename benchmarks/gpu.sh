@@ -16,3 +16,5 @@ timeout 45 python3 benchmarks/inference.py --device cuda --clips 64 --repeats 3 
 # dense evaluation from JPEG files: our pipeline (bf16, fp32) and torchreid's engine with resnext101_32x8d
 timeout 60 python3 benchmarks/dense_eval.py --device cuda --test-ids 20 --max-frames 30 --batch-size 64 \
     --workers 8 --precisions fp32,bf16
+# phase 1 (CLIP-Memory): batched chunks (fp32, bf16) vs one forward per tracklet
+timeout 100 python3 benchmarks/phase1.py --device cuda --tracklets 300 --max-frames 32 --batch-size 64 --workers 8

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from tfclip_plugin.config import get_default_config
-from tfclip_plugin.engine.optim import WarmupMultiStep, build_optimizer, build_scheduler, parameter_settings
+from tfclip_plugin.engine.optim import (WarmupMultiStep, build_optimizer, build_scheduler, parameter_groups,
+                                       parameter_settings)
 
 
 class NamedLikeTFCLIP(nn.Module):
@@ -57,6 +58,7 @@ def test_optimizer_groups_carry_the_settings_and_names():
     model = NamedLikeTFCLIP()
     optimizer = build_optimizer(model, cfg)
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["betas"] == (0.9, 0.999)
+    assert optimizer.defaults["fused"] is True
     settings = parameter_settings(model, cfg)
     params = dict(model.named_parameters())
     seen = set()
@@ -70,6 +72,24 @@ def test_optimizer_groups_carry_the_settings_and_names():
     cfg.train.optim = "rmsprop"
     with pytest.raises(ValueError, match="train.optim must be"):
         build_optimizer(model, cfg)
+
+
+def test_fused_adam_takes_the_same_steps_as_the_per_parameter_loop():
+    cfg = get_default_config()
+    cfg.train.lr = 1e-3
+    fused_model, loop_model = NamedLikeTFCLIP(), NamedLikeTFCLIP()
+    loop_model.load_state_dict(fused_model.state_dict())
+    fused = build_optimizer(fused_model, cfg)
+    loop = torch.optim.Adam(parameter_groups(loop_model, cfg), lr=cfg.train.lr, foreach=False)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        grads = {name: torch.randn(p.shape, generator=generator) for name, p in fused_model.named_parameters()}
+        for model, optimizer in ((fused_model, fused), (loop_model, loop)):
+            for name, p in model.named_parameters():
+                p.grad = grads[name].clone()
+            optimizer.step()
+    for (name, a), b in zip(fused_model.named_parameters(), loop_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
 
 
 def test_schedule_multipliers_per_epoch():

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock
 from torch import nn
 
 from tfclip_plugin.models import build_tfclip
-from tfclip_plugin.models.attention import SelfAttention, attention_backend, use_sdpa_attention
+from tfclip_plugin.models.attention import SelfAttention, attend, use_sdpa_attention
 
 
 def _pair(dim: int = 64, heads: int = 4, seed: int = 0):
@@ -72,9 +73,33 @@ def test_residual_blocks_and_the_model_carry_no_multihead_attention():
     assert sum(isinstance(m, SelfAttention) for m in model.modules()) == 2 + 2  # 2 blocks + TMD message + MD
 
 
-def test_math_kernel_for_cpu_training_only():
-    x = torch.zeros(1, 2, 4)
-    with attention_backend(x):
-        assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
-    with torch.no_grad(), attention_backend(x):
-        assert torch.backends.cuda.flash_sdp_enabled()
+def _qkv(dtype=torch.float32, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(2, 3, 129, 16, generator=g).to(dtype).requires_grad_(True) for _ in range(3)]
+
+
+def test_cpu_attention_equals_sdpa_with_gradients_and_masks():
+    q, k, v = _qkv()
+    q2, k2, v2 = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    out, expected = attend(q, k, v), F.scaled_dot_product_attention(q2, k2, v2)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    (out ** 2).sum().backward()
+    (expected ** 2).sum().backward()
+    for ours, theirs in ((q, q2), (k, k2), (v, v2)):
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        blocked = torch.zeros(129, 129, dtype=torch.bool)
+        blocked[:, 100:] = True  # nn.MultiheadAttention's meaning: True = not attended
+        torch.testing.assert_close(attend(q, k, v, blocked), attend(q[..., :, :], k[..., :100, :], v[..., :100, :]),
+                                   atol=1e-5, rtol=1e-5)
+        additive = torch.randn(129, 129, generator=torch.Generator().manual_seed(6))
+        torch.testing.assert_close(attend(q, k, v, additive), F.scaled_dot_product_attention(q, k, v, additive),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_attention_in_bfloat16_stays_close_to_fp32():
+    q, k, v = _qkv()
+    with torch.no_grad():
+        out = attend(*(t.bfloat16() for t in (q, k, v)))
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), attend(q, k, v), atol=2e-2, rtol=2e-2)

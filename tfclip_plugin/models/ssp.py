@@ -15,17 +15,16 @@ over frames) and return the prompt P (B, C, E); the V2M logits use M + P.
   key for key and the parameter count matches (9,195,520 for 2 layers at 512-d).
 
 Attention is the reference's: bias-free q/k/v projections, scale head_dim ** -0.5, output projection with
-bias followed by dropout 0.1; written with ``F.scaled_dot_product_attention``. Heads = E // 64.
+bias followed by dropout 0.1; computed by ``attention.attend``. Heads = E // 64.
 Initialisation as the reference: Linear weights truncated normal (std 0.02), biases 0, LayerNorm 1/0.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import Tensor, nn
 
-from .attention import attention_backend
+from .attention import attend
 
 HEAD_WIDTH = 64
 SSP_NAMES = ("paper", "released", "none")
@@ -48,9 +47,8 @@ class Attention(nn.Module):
 
     def forward(self, query: Tensor, context: Tensor) -> Tensor:
         """query (B, Nq, D), context (B, Nk, D) -> (B, Nq, D)."""
-        with attention_backend(query):
-            out = F.scaled_dot_product_attention(
-                self._split(self.q_proj(query)), self._split(self.k_proj(context)), self._split(self.v_proj(context)))
+        out = attend(self._split(self.q_proj(query)), self._split(self.k_proj(context)),
+                     self._split(self.v_proj(context)))
         return self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))
 
 
