@@ -103,3 +103,28 @@ def test_cpu_attention_in_bfloat16_stays_close_to_fp32():
         out = attend(*(t.bfloat16() for t in (q, k, v)))
         assert out.dtype == torch.bfloat16
         torch.testing.assert_close(out.float(), attend(q, k, v), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_attention_equals_the_cpu_products_with_masks_and_gradients():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    q, k, v = _qkv()
+    blocked = torch.zeros(129, 129, dtype=torch.bool)
+    blocked[:, 100:] = True
+    for mask in (None, blocked, torch.randn(129, 129, generator=torch.Generator().manual_seed(7))):
+        gpu = [t.detach().cuda().requires_grad_(True) for t in (q, k, v)]
+        cpu = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+        out_gpu = attend(*gpu, None if mask is None else mask.cuda())
+        out_cpu = attend(*cpu, mask)
+        torch.testing.assert_close(out_gpu.cpu(), out_cpu, atol=1e-4, rtol=1e-4)
+        out_gpu.square().sum().backward()
+        out_cpu.square().sum().backward()
+        for a, b in zip(gpu, cpu):
+            torch.testing.assert_close(a.grad.cpu(), b.grad, atol=1e-4, rtol=1e-4)
+    model = build_tfclip("tfclip_vit", 5, 2, vision_width=64, vision_layers=2, embed_dim=64).eval()
+    clips = torch.randn(2, 4, 3, 256, 128, generator=torch.Generator().manual_seed(8))
+    camids = torch.tensor([0, 1])
+    with torch.no_grad():
+        expected = model(clips, camids)
+        got = model.cuda()(clips.cuda(), camids.cuda()).cpu()
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
