@@ -30,7 +30,7 @@ from common import (NUM_CAMERAS, NUM_CLASSES, PeakMemory, add_common_arguments, 
 from tfclip_plugin.config import get_default_config
 from tfclip_plugin.engine.features import autocast
 from tfclip_plugin.engine.losses import TFCLIPLoss
-from tfclip_plugin.engine.optim import build_optimizer
+from tfclip_plugin.engine.optim import backward_and_step, build_optimizer
 from tfclip_plugin.models.tfclip import TFCLIPOutput
 
 Variant = Tuple[str, str, int, bool]  # (implementation, precision, stride, grad checkpointing)
@@ -62,14 +62,7 @@ def our_step(args, device: torch.device, precision: str, stride: int, checkpoint
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, precision):
             output = model(clips, camids)
-        loss = criterion(output, pids)["loss"]
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        backward_and_step(criterion(output, pids)["loss"], optimizer, scaler)
 
     return step
 
@@ -88,14 +81,7 @@ def reference_step(args, device: torch.device, stride: int) -> Callable[[], None
         with torch.autocast("cuda", dtype=torch.float16, enabled=on_gpu):
             scores, features, v2m = model(clips, cam_label=camids, text_features2=memory)
         output = TFCLIPOutput(logits=scores[:3], frame_logits=scores[3], features=features, v2m_logits=v2m)
-        loss = criterion(output, pids)["loss"]
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        backward_and_step(criterion(output, pids)["loss"], optimizer, scaler)
 
     return step
 

@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from engine_fixtures import SYNTHVID_SIZE, tiny_config
+from engine_fixtures import tiny_config
 from tfclip_plugin import distributed, host
-from tfclip_plugin.data import build_datamanager, generate_synthvid
+from tfclip_plugin.data import build_datamanager
 from tfclip_plugin.engine.engine import TFCLIPEngine
 from tfclip_plugin.engine.losses import TFCLIPLoss
 from tfclip_plugin.engine.runner import build_model, build_optimization, run_single
@@ -132,13 +132,6 @@ def worker(root: str, out: str) -> None:
     saved["resumed_phase1"] = resumed["wall_seconds"]["phase1"]
     torch.save(saved, os.path.join(out, f"rank{rank}.pt"))
     distributed.barrier()
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("data"))
-    generate_synthvid(root, seed=3, **SYNTHVID_SIZE)
-    return root
 
 
 @pytest.fixture(scope="module")

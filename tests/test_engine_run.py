@@ -6,20 +6,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from engine_fixtures import SYNTHVID_SIZE, tiny_config
+from engine_fixtures import tiny_config
 from yacs.config import CfgNode as CN
 
 from tfclip_plugin.checkpoint import load_checkpoint
-from tfclip_plugin.data import generate_synthvid
 from tfclip_plugin.engine import engine as engine_module
 from tfclip_plugin.engine.runner import run_single
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("data"))
-    generate_synthvid(root, seed=3, **SYNTHVID_SIZE)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from .features import autocast
 from .losses import TFCLIPLoss
 from .memory import build_clip_memory, load_cached_memory, memory_cache_key, store_cached_memory
 from .mixins import CheckpointMixin, ProtocolEvaluationMixin
+from .optim import backward_and_step
 
 _TEST_KWARGS = ("dist_metric", "normalize_feature", "visrank", "visrank_topk", "use_metric_cuhk03", "ranks", "rerank")
 SELECTION_EVAL_FREQ = 2  # the reference evaluates (and selects) every 2 epochs
@@ -151,13 +152,7 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
                 f"last good checkpoint: {self.last_checkpoint or 'none written yet'}"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        backward_and_step(loss, self.optimizer, self.scaler)
         summary = {k: v.item() for k, v in terms.items()}
         head = output.v2m_logits if output.v2m_logits is not None else output.logits[0]
         summary["acc_v2m" if output.v2m_logits is not None else "acc"] = (

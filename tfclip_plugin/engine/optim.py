@@ -69,6 +69,18 @@ def build_optimizer(model: nn.Module, cfg: CN) -> torch.optim.Optimizer:
     raise ValueError(f"train.optim must be 'adam' or 'sgd' for TF-CLIP models; got {cfg.train.optim!r}")
 
 
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                      scaler: Optional[torch.amp.GradScaler] = None) -> None:
+    """Backpropagate the scalar ``loss`` and step ``optimizer``, through ``scaler`` (fp16) when given."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def _all_on_cpu(groups: List[dict]) -> Optional[bool]:
     """True when every parameter is a floating-point CPU tensor; None (PyTorch's choice) otherwise."""
     return all(p.is_floating_point() and p.device.type == "cpu" for g in groups for p in g["params"]) or None
