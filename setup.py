@@ -9,6 +9,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["tfclip_plugin", "tfclip_plugin.*"]),
+    package_data={"tfclip_plugin.configs": ["*.yaml"]},
     install_requires=[
         "torch>=2.2",
         # torchreid 0.2.5 imports these at import time but does not declare them

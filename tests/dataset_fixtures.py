@@ -82,7 +82,7 @@ def write_mars(root: str, train: Sequence[Tuple[int, int, int]], test: Sequence[
 
 
 def reference_mars_splits(written: Dict) -> Tuple[List[tuple], List[tuple], List[tuple]]:
-    """What the reference parser (tfclip-reference.md 6.1) yields for a :func:`write_mars` fixture:
+    """What the reference parser (AsuradaYuci/TF-CLIP datasets/set/mars.py) yields for a :func:`write_mars` fixture:
     (train, query, gallery) of (paths, pid, camid); train labels in ascending pid order, junk dropped,
     distractors kept, cameras 0-based."""
     labels = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in written["train"]}))}

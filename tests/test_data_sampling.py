@@ -8,7 +8,7 @@ from tfclip_plugin import host
 from tfclip_plugin.data.sampling import (dense_chunks, rrs_chunks, rrs_test_indices, rrs_train_indices,
                                          sliding_windows, subtracklet_bounds, torchreid_indices)
 
-# tfclip-reference.md 5.6 / 5.8 / 11.3: chunk tables, RRS-test picks and dense chunks, written out by hand
+# AsuradaYuci/TF-CLIP datasets/video_loader_xh.py:36-50,125-142: chunk tables, RRS-test picks and dense chunks, written out by hand
 PLANS = {
     1: ([[0]] * 8, [0] * 8, [[0] * 8]),
     3: ([[0], [1], [2], [2], [2], [2], [2], [2]], [0, 1, 2, 2, 2, 2, 2, 2], [[0, 1, 2, 0, 1, 2, 0, 1]]),

@@ -73,7 +73,7 @@ def test_erasing_is_decided_per_frame_and_leaves_the_input_frames_untouched():
 
 
 def expected_box(seed: int, width: int, height: int):
-    """Replays the eraser's draws (tfclip-reference.md 5.7) with the same seed."""
+    """Replays the eraser's draws (AsuradaYuci/TF-CLIP utils/seqtransforms.py:92-137) with the same seed."""
     rng = random.Random(seed)
     assert rng.uniform(0, 1) <= 1.0
     area = width * height

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,9 +20,11 @@ import torch
 from engine_fixtures import tiny_config
 from tfclip_plugin import distributed, host
 from tfclip_plugin.data import build_datamanager
+from tfclip_plugin.engine.build import build_model, build_optimization
 from tfclip_plugin.engine.engine import TFCLIPEngine
 from tfclip_plugin.engine.losses import TFCLIPLoss
-from tfclip_plugin.engine.runner import build_model, build_optimization, run_single
+from tfclip_plugin.engine.mixins import DistributedMixin
+from tfclip_plugin.engine.runner import run_single
 
 WORLD = 2
 TARGET = "synthvid"
@@ -86,22 +87,22 @@ def worker(root: str, out: str) -> None:
     cfg, model = engine.cfg, engine.model
     saved = {"memory": engine.build_memory(), "features": tracklet_test_features(engine)}
 
-    saved["refusals"] = [
-        refused(lambda: distributed.distribute_engine(engine, tiny_config(root, out, "tfclip.sync_bn", "True"))),
-        refused(lambda: distributed.distribute_engine(SimpleNamespace(),
-                                                      tiny_config(root, out, "model.name", "osnet_x0_25"))),
-    ]
+    with_sync_bn = copy.copy(engine)
+    with_sync_bn.cfg = tiny_config(root, out, "tfclip.sync_bn", "True")
+    baseline = DistributedMixin()
+    baseline.cfg = tiny_config(root, out, "model.name", "osnet_x0_25")
+    saved["refusals"] = [refused(with_sync_bn.prepare_distributed), refused(baseline.prepare_distributed)]
 
     # one step on this rank's half of a global batch against one step of a single process on all of it
     reference = copy.deepcopy(model)
-    distributed.distribute_engine(engine, cfg)
+    engine.prepare_distributed()
     batch = global_batch(engine)
     half = slice(rank * 8, rank * 8 + 8)
     deterministic_layers(model)
     deterministic_layers(reference)
     terms = engine.forward_backward({key: value[half] for key, value in batch.items()})
     t = cfg.tfclip
-    criterion = TFCLIPLoss(model.num_classes, label_smooth=t.label_smooth, margin=t.margin,
+    criterion = TFCLIPLoss(model.num_classes, label_smooth=0.1, margin=cfg.loss.triplet.margin,
                            v2m_weight=t.v2m_loss_weight, id_weight=t.id_loss_weight,
                            triplet_weight=t.triplet_loss_weight)
     reference_terms = criterion(reference(batch["img"], batch["camid"]), batch["pid"])

@@ -8,6 +8,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tfclip_plugin import distributed, host
 from tfclip_plugin.config import get_default_config
+from tfclip_plugin.engine.losses import CrossRankTripletLoss
+from tfclip_plugin.engine.mixins import DistributedMixin
 from tfclip_plugin.models import build_tfclip
 
 
@@ -30,9 +32,10 @@ def test_outside_a_process_group_everything_is_local(monkeypatch):
     features, doubled = distributed.gather_shards(compute, 5)
     assert calls == [range(5)] and features.tolist() == [0, 1, 2, 3, 4] and doubled.tolist() == [0, 2, 4, 6, 8]
     assert distributed.main_process_value(lambda: "rank 0's") == "rank 0's"
-    engine = SimpleNamespace(training_model="model", writer=None)
-    distributed.distribute_engine(engine, get_default_config())
-    assert engine == SimpleNamespace(training_model="model", writer=None)
+    engine = DistributedMixin()
+    engine.cfg, engine.training_model, engine.writer = get_default_config(), "model", None
+    engine.prepare_distributed()
+    assert (engine.training_model, engine.writer) == ("model", None)
 
 
 def test_shard_loader_keeps_order_batch_size_and_the_whole_loader():
@@ -47,7 +50,7 @@ def test_shard_loader_keeps_order_batch_size_and_the_whole_loader():
 def test_cross_rank_triplet_is_the_wrapped_loss_in_one_process():
     features, pids = torch.randn(8, 6), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     triplet = host.TripletLoss(margin=0.3)
-    assert distributed.CrossRankTripletLoss(triplet)(features, pids) == triplet(features, pids)
+    assert CrossRankTripletLoss(triplet)(features, pids) == triplet(features, pids)
 
 
 def test_sync_bn_converts_the_bnnecks_and_keeps_their_parameters():

@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from tfclip_plugin import host
-from tfclip_plugin.checkpoint import (
-    load_checkpoint, load_matching_weights, resume, rng_state, save_checkpoint, set_rng_state, state_dict_of,
+from tfclip_plugin.files.checkpoint_file import (
+    load_checkpoint, resume, rng_state, save_checkpoint, set_rng_state, state_dict_of,
 )
+from tfclip_plugin.models import load_matching_weights
 
 
 def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from engine_fixtures import tiny_config
 from yacs.config import CfgNode as CN
 
-from tfclip_plugin.checkpoint import load_checkpoint
+from tfclip_plugin.files.checkpoint_file import load_checkpoint
 from tfclip_plugin.engine import engine as engine_module
 from tfclip_plugin.engine.runner import run_single
 
@@ -58,7 +58,7 @@ def test_checkpoint_loads_weights_only_and_carries_memory_config_and_schedule(tw
 
 def test_frozen_parameters_stay_frozen_and_unchanged(two_epochs, data_root, tmp_path):
     from tfclip_plugin.data import build_datamanager
-    from tfclip_plugin.engine.runner import build_model
+    from tfclip_plugin.engine.build import build_model
 
     results, save_dir = two_epochs
     cfg = tiny_config(data_root, str(tmp_path))
@@ -162,7 +162,7 @@ def test_memory_cache_is_written_once_and_read_back(data_root, tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_precision_sets_autocast_and_a_grad_scaler_for_fp16_only(data_root, tmp_path, precision):
     from tfclip_plugin.data import build_datamanager
-    from tfclip_plugin.engine.runner import build_engine, build_model, build_optimization
+    from tfclip_plugin.engine.build import build_engine, build_model, build_optimization
 
     cfg = tiny_config(data_root, str(tmp_path), "tfclip.precision", precision)
     datamanager = build_datamanager(cfg)

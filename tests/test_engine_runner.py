@@ -9,11 +9,16 @@ import pytest
 import torch
 from engine_fixtures import SYNTHVID_SIZE, tiny_config
 
-from tfclip_plugin.cli import config_from_args
+from tfclip_plugin import configs
+from tfclip_plugin.cli import ConfigError, config_from_args
 from tfclip_plugin.data import generate_synthvid
 from tfclip_plugin.engine import runner
 from tfclip_plugin.engine.baselines import VideoSoftmaxBaselineEngine, VideoTripletBaselineEngine
-from tfclip_plugin.engine.runner import aggregate_splits, demo_config, run_all_splits, run_single, tee_stdout
+from tfclip_plugin.configs import recipe_path
+from tfclip_plugin.engine import demo
+from tfclip_plugin.engine.demo import demo_config
+from tfclip_plugin.engine.runner import run_all_splits, run_single, tee_stdout
+from tfclip_plugin.files.results import aggregate_splits
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +88,16 @@ def test_aggregate_splits_mean_and_sample_std():
 
 
 def test_demo_prints_a_table_and_ends_with_one_json_line(data_root, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "DEMO_YAML", runner.DEMO_YAML.replace("max_epoch: 30", "max_epoch: 1").replace(
-        "vision_width: 128, vision_layers: 4, embed_dim: 128", "vision_width: 64, vision_layers: 2, embed_dim: 64"))
-    monkeypatch.setitem(runner.DEMO_BASELINE, "model.name", "shufflenet_v2_x0_5")
+    shipped = open(recipe_path("demo"), encoding="utf-8").read()
+    quick = shipped.replace("max_epoch: 30", "max_epoch: 1").replace("vision_width: 128", "vision_width: 64")
+    quick = quick.replace("vision_layers: 4", "vision_layers: 2").replace("embed_dim: 128", "embed_dim: 64")
+    for line in ("max_epoch: 1\n", "vision_width: 64\n", "vision_layers: 2\n", "embed_dim: 64\n"):
+        assert line in quick  # the shipped demo still sets these keys
+    (tmp_path / "demo.yaml").write_text(quick, encoding="utf-8")
+    monkeypatch.setattr(demo, "recipe_path", lambda name: str(tmp_path / "demo.yaml"))
+    monkeypatch.setitem(demo.DEMO_BASELINE, "model.name", "shufflenet_v2_x0_5")
     threads = torch.get_num_threads()
-    summary = runner.run_demo(root=data_root, save_dir=str(tmp_path), threads=1)
+    summary = demo.run_demo(root=data_root, save_dir=str(tmp_path), threads=1)
     assert torch.get_num_threads() == threads
     lines = capsys.readouterr().out.strip().splitlines()
     assert json.loads(lines[-1]) == summary
@@ -98,12 +108,18 @@ def test_demo_prints_a_table_and_ends_with_one_json_line(data_root, tmp_path, mo
         assert (tmp_path / run / "results.json").is_file()
 
 
-def test_demo_config_is_configs_demo_yaml():
-    path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-    from_file = config_from_args(["--config-file", str(path)])
-    embedded = demo_config(root=from_file.data.root, save_dir=from_file.data.save_dir)
-    embedded.use_gpu = from_file.use_gpu
-    assert embedded == from_file
+def test_configs_folder_holds_the_shipped_recipes_and_names_resolve():
+    repo_configs = Path(__file__).resolve().parents[1] / "configs"
+    assert repo_configs.resolve() == Path(configs.FOLDER).resolve()
+    assert {"demo", "tfclip_vit_mars", "tfclip_vit_lsvid", "tfclip_vit_ilidsvid", "tfclip_rn50_mars"} <= set(
+        configs.recipe_names())
+    by_name = config_from_args(["--config-file", "tfclip_vit_mars"])
+    by_path = config_from_args(["--config-file", str(repo_configs / "tfclip_vit_mars.yaml")])
+    assert by_name == by_path and by_name.data.save_dir == "log/tfclip_vit_mars"
+    demo_cfg = demo_config(root="r", save_dir="s")
+    assert (demo_cfg.data.root, demo_cfg.data.save_dir, demo_cfg.tfclip.vision_width) == ("r", "s", 128)
+    with pytest.raises(ConfigError, match=r"config file not found: nope.yaml \(shipped recipes: demo, tfclip_rn50"):
+        config_from_args(["--config-file", "nope.yaml"])
 
 
 def test_tee_copies_stdout_to_a_file_and_restores_it(tmp_path, capsys):

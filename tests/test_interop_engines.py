@@ -10,7 +10,7 @@ import torch
 
 import tfclip_plugin  # noqa: F401  (registers tfclip_vit and synthvid into torchreid)
 from tfclip_plugin import host
-from tfclip_plugin.checkpoint import load_checkpoint
+from tfclip_plugin.files.checkpoint_file import load_checkpoint
 from tfclip_plugin.config import activated_config, get_default_config
 from tfclip_plugin.data import generate_synthvid
 from tfclip_plugin.interop import allow_torchreid_checkpoints, build_from_checkpoint

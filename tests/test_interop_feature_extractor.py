@@ -10,7 +10,7 @@ from PIL import Image
 
 import tfclip_plugin  # noqa: F401  (registers tfclip_vit / tfclip_rn50 into torchreid)
 from tfclip_plugin import host
-from tfclip_plugin.checkpoint import load_checkpoint, save_checkpoint
+from tfclip_plugin.files.checkpoint_file import load_checkpoint, save_checkpoint
 from tfclip_plugin.config import activated_config, get_default_config
 from tfclip_plugin.data import CLIP_MEAN, CLIP_STD, generate_synthvid
 from tfclip_plugin.interop import build_from_checkpoint, checkpoint_architecture

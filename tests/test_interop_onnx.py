@@ -5,7 +5,7 @@ import onnxruntime
 import pytest
 import torch
 
-from tfclip_plugin.checkpoint import save_checkpoint
+from tfclip_plugin.files.checkpoint_file import save_checkpoint
 from tfclip_plugin.config import get_default_config
 from tfclip_plugin.export import PARITY_ATOL, PARITY_RTOL, check_onnx, export_onnx, main
 from tfclip_plugin.interop import build_from_checkpoint

@@ -19,7 +19,7 @@ PAPER_SSP_NAMES = [("video_norm.", "norm."), ("cross_attn_norm", "norm1"), ("mlp
 
 
 def to_official(model, generation):
-    """Our state dict renamed as the reference saved it for ``generation`` (tfclip-reference.md section 9)."""
+    """Our state dict renamed as the reference saved it for ``generation`` (docs/models.md, "Checkpoints")."""
     assert type(model.ssp).__name__ == {"released": "ReleasedSSP", "paper": "PaperSSP"}[SSP_OF[generation]]
     ssp_prefix, tmd_prefix = GENERATIONS[generation]
     names = RELEASED_SSP_NAMES if SSP_OF[generation] == "released" else PAPER_SSP_NAMES

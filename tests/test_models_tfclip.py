@@ -5,7 +5,8 @@ from torch import nn
 
 from tfclip_plugin import host
 from tfclip_plugin.config import get_default_config, set_active_config
-from tfclip_plugin.models import MODEL_BUILDERS, TFCLIPOutput, build_tfclip
+from tfclip_plugin.models import TFCLIPOutput, build_tfclip
+from tfclip_plugin.registry import torchreid_builder
 from tfclip_plugin.models.ssp import PaperSSP, ReleasedSSP
 from tfclip_plugin.models.temporal import TemporalConv1d, TemporalMemoryDiffusion
 
@@ -302,7 +303,7 @@ def test_cnn_trains_end_to_end_and_tests_on_v_and_v_hat():
 
 
 def test_builder_options_are_validated():
-    with pytest.raises(TypeError, match="unknown TF-CLIP option\\(s\\) temporall"):
+    with pytest.raises(TypeError, match="unknown TF-CLIP model option\\(s\\) temporall; valid options: clip_weights"):
         build_tfclip("tfclip_vit", C, 1, temporall="tmd")
     with pytest.raises(ValueError, match="unknown tfclip.temporal 'lstm'"):
         build_tfclip("tfclip_vit", C, 1, temporal="lstm")
@@ -324,7 +325,7 @@ def test_torchreid_builders_read_the_active_config():
     set_active_config(cfg)
     try:
         model = host.models.build_model("tfclip_vit", num_classes=C, loss="triplet", pretrained=True, use_gpu=False)
-        narrower = MODEL_BUILDERS["tfclip_vit"](C, num_cameras=4, height=32, width=32)
+        narrower = torchreid_builder("tfclip_vit")(C, num_cameras=4, height=32, width=32)
     finally:
         set_active_config(None)
     assert model.backbone.image_size == (64, 32) and model.cv_embed.shape[0] == 1  # num_cameras 0 -> 1

@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 
-from tfclip_plugin.checkpoint import load_checkpoint, save_checkpoint
+from tfclip_plugin.files.checkpoint_file import load_checkpoint, save_checkpoint
 from tfclip_plugin.data import generate_synthvid
 
 from engine_fixtures import SYNTHVID_SIZE
@@ -81,7 +81,7 @@ def test_kill_during_training_then_resume_reproduces_the_uninterrupted_run(data_
 STALLED_SAVE = textwrap.dedent(
     """
     import os, sys, time, torch
-    from tfclip_plugin import checkpoint
+    from tfclip_plugin.files import checkpoint_file as checkpoint
     os.fsync = lambda fd: (print("writing", flush=True), time.sleep(600))
     checkpoint.save_checkpoint({"state_dict": {"w": torch.full((1 << 20,), 2.0)}, "epoch": 2}, sys.argv[1])
     """

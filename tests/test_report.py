@@ -12,7 +12,7 @@ from tfclip_plugin import evaluation
 from tfclip_plugin.report import build_report
 from tfclip_plugin.report.builder import run_labels
 from tfclip_plugin.report.events import read_scalars
-from tfclip_plugin.report.outputs import TestOutputs, load_test_outputs
+from tfclip_plugin.files.test_outputs import TestOutputs, load_test_outputs
 from tfclip_plugin.report.plots import _training_panels
 from tfclip_plugin.report.ranked_figure import (
     CORRECT_COLOUR, QUERY_COLOUR, WRONG_COLOUR, RankedCell, RankedLayout, draw_ranked_results,

@@ -5,20 +5,23 @@
     tfclip-reid demo [--root DIR] [--save-dir DIR]       synthetic benchmark, untrained vs trained vs baseline
     tfclip-reid complexity [--config-file F] [KEY VALUE ...]   parameter counts and GMACs per frame (JSON)
     tfclip-reid report RUN_DIR [RUN_DIR ...] [--topk 5] [--queries N]   figures and index.html of runs
+    tfclip-reid download-weights NAME [--cache-dir DIR]   OpenAI CLIP archives (ViT-B-16, RN50), verified
 """
 from __future__ import annotations
 
 import argparse
 import difflib
 import json
+import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
 from yacs.config import CfgNode as CN
 
-from .config import get_default_config
+from .config import RENAMED_KEYS, get_default_config, lookup, model_options
+from .configs import recipe_names, recipe_path
 
-SUBCOMMANDS = ("demo", "complexity", "report")
+SUBCOMMANDS = ("demo", "complexity", "report", "download-weights")
 _SINGLE_VALUE_FLAGS = ("--config-file", "--root", "--model", "--save-dir")
 _MULTI_VALUE_FLAGS = ("-s", "--sources", "-t", "--targets", "--transforms")
 
@@ -34,9 +37,13 @@ subcommands:
   complexity  print one JSON object: parameter counts per module and the backbone's GMACs per frame
   report      write figures (ranked tracklets, CMC curves, feature map, training curves) and an
               index.html into RUN_DIR/report/ (several runs: one CMC plot comparing them)
+  download-weights
+              download OpenAI's CLIP archive NAME (ViT-B-16 or RN50) into the cache, check its sha256
+              and print its path (pass it as tfclip.clip_weights)
 
 examples:
   tfclip-reid --config-file configs/tfclip_vit_mars.yaml --root /data tfclip.clip_weights ViT-B-16.pt
+  tfclip-reid --config-file tfclip_vit_mars --root /data     (a shipped recipe by name)
   tfclip-reid -s synthvid -t synthvid --root /data --model osnet_x0_25 train.max_epoch 1
   tfclip-reid --config-file configs/tfclip_vit_mars.yaml --root /data test.evaluate True model.load_weights ckpt.pth.tar
 """
@@ -54,7 +61,8 @@ def build_main_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config-file", type=str, default="", help="YAML config (e.g. configs/tfclip_vit_mars.yaml)")
+    parser.add_argument("--config-file", type=str, default="",
+                        help="YAML config (e.g. configs/tfclip_vit_mars.yaml), or a shipped recipe's name")
     parser.add_argument("-s", "--sources", type=str, nargs="+", help="training datasets (data.sources)")
     parser.add_argument("-t", "--targets", type=str, nargs="+", help="test datasets (data.targets)")
     parser.add_argument("--transforms", type=str, nargs="+", help="train augmentations (data.transforms)")
@@ -84,6 +92,13 @@ def build_subcommand_parser(name: str) -> argparse.ArgumentParser:
         parser.add_argument("--topk", type=int, default=5, help="gallery tracklets per ranked row")
         parser.add_argument("--queries", type=int, default=8, help="queries shown in the ranked-results figure")
         parser.add_argument("--seed", type=int, default=0, help="seed for the choice of queries and identities")
+    elif name == "download-weights":
+        from .download import KNOWN_FILES
+
+        parser.description = "Download a CLIP weights archive into the cache, verified against its sha256."
+        parser.add_argument("name", choices=sorted(KNOWN_FILES), help="which archive")
+        parser.add_argument("--cache-dir", type=str, default=None,
+                            help="where to keep it (default $TFCLIP_CACHE or ~/.cache/tfclip_plugin)")
     return parser
 
 
@@ -121,6 +136,8 @@ def merge_options(cfg: CN, opts: Sequence[str]) -> None:
     if len(opts) % 2:
         raise ConfigError(f"options must be KEY VALUE pairs; got an odd number of tokens: {' '.join(opts)}")
     for key, value in zip(opts[0::2], opts[1::2]):
+        if key in RENAMED_KEYS:
+            raise ConfigError(f"config key '{key}' was replaced by {RENAMED_KEYS[key]}")
         if not _is_config_key(key, cfg):
             known = _all_keys(cfg)
             close = difflib.get_close_matches(key, known, n=3)
@@ -129,17 +146,42 @@ def merge_options(cfg: CN, opts: Sequence[str]) -> None:
         try:
             cfg.merge_from_list([key, value])
         except (ValueError, AssertionError) as exc:
-            expected = type(_lookup(cfg, key)).__name__
+            expected = type(lookup(cfg, key)).__name__
             raise ConfigError(f"config key '{key}' expects a value of type {expected}; got {value!r} ({exc})") from None
 
 
+def resolve_config_file(path: str) -> str:
+    """``path`` itself when it exists, else the shipped recipe of that name (``tfclip_vit_mars``)."""
+    if os.path.isfile(path):
+        return path
+    try:
+        return recipe_path(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path} (shipped recipes: {', '.join(recipe_names())})") from None
+
+
+def _renamed_keys_in(path: str) -> List[str]:
+    loaded = CN.load_cfg(open(path, encoding="utf-8"))
+    found = []
+    for old in RENAMED_KEYS:
+        node = loaded
+        for part in old.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            found.append(old)
+    return found
+
+
 def merge_config_file(cfg: CN, path: str) -> None:
-    """Merge a YAML file, naming the file and key when something does not fit."""
+    """Merge a YAML file (a path or a shipped recipe's name), naming the file and key when something does not
+    fit."""
+    path = resolve_config_file(path)
     try:
         cfg.merge_from_file(path)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
     except KeyError as exc:
+        renamed = _renamed_keys_in(path)
+        if renamed:
+            raise ConfigError(f"{path}: config key '{renamed[0]}' was replaced by {RENAMED_KEYS[renamed[0]]}") from None
         raise ConfigError(f"{path}: unknown config key {exc}") from None
     except (ValueError, AssertionError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -151,13 +193,6 @@ def _all_keys(cfg: CN, prefix: str = "") -> List[str]:
         name = f"{prefix}{k}"
         keys.extend(_all_keys(v, name + ".") if isinstance(v, CN) else [name])
     return keys
-
-
-def _lookup(cfg: CN, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def config_from_args(argv: Sequence[str]) -> CN:
@@ -207,14 +242,11 @@ def _complexity(argv: Sequence[str]) -> dict:
     if args.model:
         cfg.model.name = args.model
     merge_options(cfg, args.opts)
-    from .config import tfclip_options
     from .models import build_tfclip, model_complexity
 
-    options = tfclip_options(cfg)
-    options.pop("num_cameras", None)
     model = build_tfclip(
         cfg.model.name, num_classes=args.num_classes, num_cameras=args.num_cameras, pretrained=False,
-        height=cfg.data.height, width=cfg.data.width, **options,
+        height=cfg.data.height, width=cfg.data.width, **model_options(cfg).as_dict(),
     )
     return model_complexity(model, height=cfg.data.height, width=cfg.data.width)
 
@@ -243,9 +275,19 @@ def _run_subcommand(name: str, argv: Sequence[str]) -> int:
     if name == "complexity":
         print(json.dumps(_complexity(argv)))
         return 0
+    if name == "download-weights":
+        args = build_subcommand_parser(name).parse_args(argv)
+        from .download import DownloadError, fetch_known
+
+        try:
+            print(fetch_known(args.name, cache_dir=args.cache_dir))
+        except DownloadError as exc:
+            print(f"tfclip-reid download-weights: error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if name == "demo":
         args = build_subcommand_parser("demo").parse_args(argv)
-        from .engine.runner import run_demo
+        from .engine.demo import run_demo
 
         run_demo(root=args.root, save_dir=args.save_dir)
         return 0

@@ -1,164 +1,298 @@
-"""Configuration: torchreid's ``scripts/default_config.py`` keys plus the ``tfclip`` node.
+"""Configuration: torchreid's ``scripts/default_config.py`` keys plus the ``tfclip`` node, declared once.
 
-The torchreid part keeps torchreid's key names so that its configs and command lines carry over;
-the defaults are changed to the video/TF-CLIP setting (8-frame clips, identity sampler, Adam 5e-6).
+Every key is a :class:`Key` in :data:`KEYS`: its default, what it means, which part of the plugin reads it,
+and which runs it applies to ('all', 'tfclip' = ``tfclip_*`` models, 'torchreid' = torchreid's models on its
+video engines). Keys that only keep torchreid's configs and command lines working say so ('torchreid-compat').
+:func:`get_default_config` builds the yacs tree from the table, ``docs/config.md`` is generated from it
+(``python -m tfclip_plugin.config_doc``), and :func:`warn_ineffective_keys` names the keys a run sets that
+cannot affect it. The model keys take their defaults from :class:`~tfclip_plugin.models.ModelOptions`.
+
+The torchreid part keeps torchreid's key names so that its configs and command lines carry over; the defaults
+are changed to the video/TF-CLIP setting (8-frame clips, identity sampler, Adam 5e-6).
+
+The *active* config (:func:`set_active_config`, :func:`activated_config`) exists only for callers the plugin
+does not control: torchreid's ``build_model`` from its own scripts, torchreid's ``FeatureExtractor`` and dataset
+classes built by torchreid's data managers. The plugin's own runs pass their config explicitly.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, Optional
+import warnings
+from dataclasses import dataclass, fields
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from yacs.config import CfgNode as CN
 
+from .models.options import ModelOptions
+
+APPLIES_TO = ("all", "tfclip", "torchreid", "torchreid-compat")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key.
+
+    name: dotted path (``tfclip.memory``).
+    default: its default value (its type is the type yacs enforces).
+    help: what it means.
+    read_by: the module(s) of ``tfclip_plugin`` that read it (``docs/config.md`` lists them).
+    applies_to: 'all' runs, 'tfclip' (``tfclip_*`` models), 'torchreid' (torchreid's models), or
+        'torchreid-compat' (no effect on any run; kept so torchreid configs and command lines load).
+    """
+
+    name: str
+    default: Any
+    help: str
+    read_by: str
+    applies_to: str = "all"
+
+
+_MODEL = {f.name: f.default for f in fields(ModelOptions)}
+
+
+def _model_key(name: str, help_text: str) -> Key:
+    return Key(f"tfclip.{name}", _MODEL[name], help_text, "models (ModelOptions), registry, interop", "tfclip")
+
+
+KEYS: Tuple[Key, ...] = (
+    Key("use_gpu", False, "train and test on CUDA (the CLI sets it when a GPU is visible)", "engine, runner"),
+    # model
+    Key("model.name", "tfclip_vit", "tfclip_vit, tfclip_rn50 or any torchreid model name", "cli, runner"),
+    Key("model.pretrained", True, "tfclip_*: load tfclip.clip_weights; torchreid models: ImageNet weights",
+        "runner"),
+    Key("model.load_weights", "", "weights to evaluate or fine-tune (ours, official TF-CLIP, torchreid files)",
+        "runner"),
+    Key("model.resume", "", "training checkpoint to resume from (model/checkpoint-latest.pth.tar)", "runner"),
+    # data
+    Key("data.type", "video", "'video' (tracklet datasets)", "data.video"),
+    Key("data.root", "reid-data", "folder holding the datasets", "config (data manager arguments)"),
+    Key("data.sources", ["mars"], "training datasets", "config (data manager arguments)"),
+    Key("data.targets", ["mars"], "test datasets", "config (data manager arguments)"),
+    Key("data.workers", 4, "DataLoader workers (training, dense test, CLIP-Memory)", "config, engine"),
+    Key("data.split_id", 0, "split of iLIDS-VID / PRID2011", "config (data manager arguments)"),
+    Key("data.height", 256, "input height", "data, runner"),
+    Key("data.width", 128, "input width", "data, runner"),
+    Key("data.combineall", False, "train on train + query + gallery", "config (data manager arguments)"),
+    Key("data.transforms", ["random_flip", "random_erase"], "training augmentations (random_flip, random_erase)",
+        "data"),
+    Key("data.k_tfm", 1, "torchreid's image data: augmented copies per image", "-", "torchreid-compat"),
+    Key("data.norm_mean", [0.485, 0.456, 0.406],
+        "normalisation mean (ImageNet, as the reference; CLIP's is 0.4815, 0.4578, 0.4082)", "data"),
+    Key("data.norm_std", [0.229, 0.224, 0.225], "normalisation std (CLIP's: 0.2686, 0.2613, 0.2758)", "data"),
+    Key("data.save_dir", "log", "run folder: logs, checkpoints, results.json, test outputs", "runner"),
+    Key("data.load_train_targets", False, "torchreid's image data: add the targets' training sets", "-",
+        "torchreid-compat"),
+    Key("market1501.use_500k_distractors", False, "torchreid's Market-1501 option", "-", "torchreid-compat"),
+    Key("cuhk03.labeled_images", False, "torchreid's CUHK03 option", "-", "torchreid-compat"),
+    Key("cuhk03.classic_split", False, "torchreid's CUHK03 option", "-", "torchreid-compat"),
+    Key("cuhk03.use_metric_cuhk03", False, "torchreid's CUHK03 metric (not used by the plugin's protocols)", "-",
+        "torchreid-compat"),
+    # sampler
+    Key("sampler.train_sampler", "RandomIdentitySampler", "RandomIdentitySampler (P x K) or RandomSampler",
+        "config, distributed"),
+    Key("sampler.train_sampler_t", "RandomSampler", "torchreid's sampler of target training sets", "-",
+        "torchreid-compat"),
+    Key("sampler.num_instances", 4, "tracklets per identity in a batch (K)", "config, distributed"),
+    Key("sampler.num_cams", 1, "torchreid's RandomDomainSampler option", "config (data manager arguments)",
+        "torchreid-compat"),
+    Key("sampler.num_datasets", 1, "torchreid's RandomDatasetSampler option", "config (data manager arguments)",
+        "torchreid-compat"),
+    # video
+    Key("video.seq_len", 8, "frames per clip (training clips, dense test chunks, CLIP-Memory chunks)",
+        "data, engine"),
+    Key("video.sample_method", "rrs", "'rrs' (RRS train / RRS-test) or torchreid's 'evenly', 'random', 'all'",
+        "data"),
+    Key("video.pooling_method", "avg", "torchreid's video engines: frame-feature pooling", "engine.baselines",
+        "torchreid"),
+    # train
+    Key("train.optim", "adam", "'adam' or 'sgd' (TF-CLIP); any torchreid optimizer for torchreid models",
+        "engine.optim, runner"),
+    Key("train.lr", 5e-6, "base learning rate", "engine.optim, runner"),
+    Key("train.weight_decay", 1e-4, "weight decay (coupled L2, as the reference)", "engine.optim, runner"),
+    Key("train.max_epoch", 80, "training epochs", "config (Engine.run arguments)"),
+    Key("train.start_epoch", 0, "first epoch (resume sets it)", "config (Engine.run arguments)"),
+    Key("train.batch_size", 16, "tracklets per batch (P x K)", "config, distributed"),
+    Key("train.fixbase_epoch", 0, "torchreid: epochs training only train.open_layers (must be 0 for TF-CLIP)",
+        "config, engine"),
+    Key("train.open_layers", ["classifier"], "torchreid: layers trained during fixbase epochs",
+        "config (Engine.run arguments)", "torchreid"),
+    Key("train.staged_lr", False, "torchreid's optimizer: lower lr for the base layers", "runner", "torchreid"),
+    Key("train.new_layers", ["classifier"], "torchreid's optimizer: layers at the full lr (staged_lr)", "runner",
+        "torchreid"),
+    Key("train.base_lr_mult", 0.1, "torchreid's optimizer: base-layer lr factor (staged_lr)", "runner",
+        "torchreid"),
+    Key("train.lr_scheduler", "multi_step", "torchreid's scheduler (TF-CLIP: warm-up multi-step, tfclip.warmup_*)",
+        "runner", "torchreid"),
+    Key("train.stepsize", [30, 50, 70], "epochs at which the lr is multiplied by train.gamma",
+        "engine.optim, runner"),
+    Key("train.gamma", 0.1, "lr decay factor at each step", "engine.optim, runner"),
+    Key("train.print_freq", 20, "iterations between log lines", "config (Engine.run arguments)"),
+    Key("train.seed", 1234, "random seed (python, numpy, torch)", "runner, distributed"),
+    Key("sgd.momentum", 0.9, "SGD momentum", "engine.optim, runner"),
+    Key("sgd.dampening", 0.0, "SGD dampening", "engine.optim, runner"),
+    Key("sgd.nesterov", False, "SGD Nesterov momentum", "engine.optim, runner"),
+    Key("rmsprop.alpha", 0.99, "torchreid's RMSprop", "runner", "torchreid"),
+    Key("adam.beta1", 0.9, "Adam beta1", "engine.optim, runner"),
+    Key("adam.beta2", 0.999, "Adam beta2", "engine.optim, runner"),
+    # loss
+    Key("loss.name", "triplet", "torchreid models: 'softmax' or 'triplet' (torchreid's video engines)",
+        "runner", "torchreid"),
+    Key("loss.softmax.label_smooth", True,
+        "label-smoothed cross-entropy, eps 0.1 (every ID and V2M term of TF-CLIP; torchreid's engines)",
+        "engine, engine.baselines"),
+    Key("loss.triplet.margin", 0.3, "batch-hard triplet margin (TF-CLIP and torchreid's engines)",
+        "engine, engine.baselines"),
+    Key("loss.triplet.weight_t", 1.0, "torchreid's two-term loss: triplet weight (TF-CLIP: "
+        "tfclip.triplet_loss_weight)", "engine.baselines", "torchreid"),
+    Key("loss.triplet.weight_x", 1.0, "torchreid's two-term loss: softmax weight (TF-CLIP: tfclip.id_loss_weight)",
+        "engine.baselines", "torchreid"),
+    # test
+    Key("test.batch_size", 32, "clips per forward in evaluation and memory construction", "config, engine"),
+    Key("test.dist_metric", "euclidean", "'euclidean' or 'cosine'", "config (Engine.run arguments)"),
+    Key("test.normalize_feature", True, "L2-normalise features before the distance", "config (Engine.run arguments)"),
+    Key("test.ranks", [1, 5, 10, 20], "CMC ranks printed and reported", "config, runner"),
+    Key("test.evaluate", False, "test only (no training)", "config, runner"),
+    Key("test.eval_freq", -1, "evaluate every N epochs during training (-1: at the end only)",
+        "config (Engine.run arguments)"),
+    Key("test.start_eval", 0, "first epoch that may evaluate", "config (Engine.run arguments)"),
+    Key("test.rerank", False, "k-reciprocal re-ranking (torchreid's)", "config, engine"),
+    Key("test.visrank", False, "write ranked-result images (torchreid's visrank)", "config, engine"),
+    Key("test.visrank_topk", 10, "gallery items per visrank row", "config, engine"),
+    # tfclip: model (ModelOptions)
+    _model_key("clip_weights", "'' random init; a CLIP file (OpenAI TorchScript archive, state dict, open_clip "
+               "checkpoint); 'openai' = open_clip's download"),
+    _model_key("memory", "CLIP-Memory + SSP + V2M loss (False: supplement Table 7 'without CLIP-M'; rows A1/B2 "
+               "keep the memory with ssp 'none', temporal 'tap')"),
+    _model_key("ssp", "'paper' | 'released' | 'none' (docs/models.md)"),
+    _model_key("ssp_layers", "SSP decoder layers"),
+    _model_key("temporal", "'tmd' | 'tap' | 'conv1d' | 'transf' | 'transf_cls'"),
+    _model_key("sie", "camera embedding on the ViT's CLS token (off for tfclip_rn50)"),
+    _model_key("sie_coe", "scale of the camera embedding"),
+    _model_key("stride", "ViT patch stride (16; 12 = overlapping patches)"),
+    _model_key("vision_width", "visual tower width; 0 = the architecture's own (small values: tiny towers)"),
+    _model_key("vision_layers", "visual transformer layers; 0 = the architecture's own"),
+    _model_key("embed_dim", "joint embedding size; 0 = the architecture's own"),
+    _model_key("grad_checkpointing", "activation checkpointing of the visual blocks (less memory, slower)"),
+    Key("tfclip.num_cameras", 0, "SIE rows; 0 = the training set's camera count", "runner, registry, interop",
+        "tfclip"),
+    # tfclip: losses
+    Key("tfclip.v2m_loss_weight", 1.0, "weight of the video-to-memory cross-entropy", "engine", "tfclip"),
+    Key("tfclip.id_loss_weight", 0.25, "weight of the ID cross-entropy summed over the sequence heads", "engine",
+        "tfclip"),
+    Key("tfclip.triplet_loss_weight", 1.0, "weight of the triplet losses summed over the features", "engine",
+        "tfclip"),
+    # tfclip: optimizer and schedule
+    Key("tfclip.bias_lr_mult", 2.0, "lr factor of biases", "engine.optim", "tfclip"),
+    Key("tfclip.bias_weight_decay", 1e-4, "weight decay of biases", "engine.optim", "tfclip"),
+    Key("tfclip.fc_lr_mult", 10.0, "lr factor of the classifier_proj_temp heads (the reference's LARGE_FC_LR)",
+        "engine.optim", "tfclip"),
+    Key("tfclip.prompt_lr_mult", 10.0, "lr factor of the SSP and temporal modules (what the checkpoint-producing "
+        "code applied)", "engine.optim", "tfclip"),
+    Key("tfclip.warmup_epochs", 10, "linear warm-up epochs", "engine.optim", "tfclip"),
+    Key("tfclip.warmup_factor", 0.1, "lr factor at the first epoch of the warm-up", "engine.optim", "tfclip"),
+    Key("tfclip.precision", "fp32", "training autocast: 'fp32' | 'bf16' | 'fp16' (GradScaler for fp16)", "engine",
+        "tfclip"),
+    Key("tfclip.test_precision", "", "phase 1 and evaluation autocast: '' = tfclip.precision; 'fp32' | 'bf16' | "
+        "'fp16'", "engine"),
+    # tfclip: data
+    Key("tfclip.erase_at_size_position", False, "random erasing pasted at the rectangle's size, as the reference's "
+        "code does (docs/models.md, 'Where we differ')", "data"),
+    Key("tfclip.lsvid_subtracklet", 48, "LS-VID training pieces of this many frames; 0 = whole tracklets",
+        "data.datasets.lsvid"),
+    Key("tfclip.skip_bad_frames", False, "replace unreadable frames by a neighbour (warning + count) instead of "
+        "failing", "data.frames"),
+    # tfclip: phase 1 and evaluation
+    Key("tfclip.memory_cache", "", "directory for cached CLIP-Memories ('' = no cache)", "engine", "tfclip"),
+    Key("tfclip.protocol", "tfclip", "'tfclip' (gallery = query + gallery) | 'torchreid' | 'official'",
+        "engine, evaluation"),
+    Key("tfclip.test_sampling", "dense", "'dense' (all frames in chunks) | 'rrs' (one clip per tracklet)",
+        "engine"),
+    Key("tfclip.select_on_test", False, "the reference's test-set best-epoch selection (not a clean protocol)",
+        "engine", "tfclip"),
+    Key("tfclip.all_splits", False, "iLIDS-VID / PRID2011: run the 10 splits, report mean and std", "runner"),
+    Key("tfclip.save_test_outputs", True, "keep features, ids and frame paths for `tfclip-reid report`", "engine"),
+    # tfclip: multi-process training
+    Key("tfclip.sync_bn", False, "BNNecks as SyncBatchNorm under torchrun (GPUs only)", "engine, distributed",
+        "tfclip"),
+)
+
+RENAMED_KEYS = {
+    "tfclip.margin": "loss.triplet.margin",
+    "tfclip.label_smooth": "loss.softmax.label_smooth (True = eps 0.1)",
+}
+
+
+def _node_for(cfg: CN, dotted: str) -> Tuple[CN, str]:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for part in parents:
+        if part not in node:
+            node[part] = CN()
+        node = node[part]
+    return node, leaf
+
 
 def get_default_config() -> CN:
-    """A fresh config with every key the CLI, the engine and the model builders read."""
+    """A fresh config with every key of :data:`KEYS` at its default."""
     cfg = CN()
-    cfg.use_gpu = False
-
-    cfg.model = CN()
-    cfg.model.name = "tfclip_vit"
-    cfg.model.pretrained = True  # tfclip_*: load tfclip.clip_weights; torchreid models: ImageNet weights
-    cfg.model.load_weights = ""  # weights to evaluate or fine-tune (ours, official TF-CLIP, torchreid)
-    cfg.model.resume = ""  # checkpoint to resume training from
-
-    cfg.data = CN()
-    cfg.data.type = "video"
-    cfg.data.root = "reid-data"
-    cfg.data.sources = ["mars"]
-    cfg.data.targets = ["mars"]
-    cfg.data.workers = 4
-    cfg.data.split_id = 0
-    cfg.data.height = 256
-    cfg.data.width = 128
-    cfg.data.combineall = False
-    cfg.data.transforms = ["random_flip", "random_erase"]
-    cfg.data.k_tfm = 1
-    cfg.data.norm_mean = [0.485, 0.456, 0.406]  # ImageNet, as the reference (CLIP's: 0.4815, 0.4578, 0.4082)
-    cfg.data.norm_std = [0.229, 0.224, 0.225]  # (CLIP's: 0.2686, 0.2613, 0.2758)
-    cfg.data.save_dir = "log"
-    cfg.data.load_train_targets = False
-
-    cfg.market1501 = CN()
-    cfg.market1501.use_500k_distractors = False
-    cfg.cuhk03 = CN()
-    cfg.cuhk03.labeled_images = False
-    cfg.cuhk03.classic_split = False
-    cfg.cuhk03.use_metric_cuhk03 = False
-
-    cfg.sampler = CN()
-    cfg.sampler.train_sampler = "RandomIdentitySampler"
-    cfg.sampler.train_sampler_t = "RandomSampler"
-    cfg.sampler.num_instances = 4
-    cfg.sampler.num_cams = 1
-    cfg.sampler.num_datasets = 1
-
-    cfg.video = CN()
-    cfg.video.seq_len = 8
-    cfg.video.sample_method = "rrs"  # plugin datasets: RRS in train mode, RRS-test in query/gallery
-    cfg.video.pooling_method = "avg"
-
-    cfg.train = CN()
-    cfg.train.optim = "adam"
-    cfg.train.lr = 5e-6
-    cfg.train.weight_decay = 1e-4
-    cfg.train.max_epoch = 80
-    cfg.train.start_epoch = 0
-    cfg.train.batch_size = 16
-    cfg.train.fixbase_epoch = 0
-    cfg.train.open_layers = ["classifier"]
-    cfg.train.staged_lr = False
-    cfg.train.new_layers = ["classifier"]
-    cfg.train.base_lr_mult = 0.1
-    cfg.train.lr_scheduler = "multi_step"
-    cfg.train.stepsize = [30, 50, 70]
-    cfg.train.gamma = 0.1
-    cfg.train.print_freq = 20
-    cfg.train.seed = 1234
-
-    cfg.sgd = CN()
-    cfg.sgd.momentum = 0.9
-    cfg.sgd.dampening = 0.0
-    cfg.sgd.nesterov = False
-    cfg.rmsprop = CN()
-    cfg.rmsprop.alpha = 0.99
-    cfg.adam = CN()
-    cfg.adam.beta1 = 0.9
-    cfg.adam.beta2 = 0.999
-
-    cfg.loss = CN()
-    cfg.loss.name = "triplet"  # for torchreid baselines: 'softmax' or 'triplet' (torchreid's video engines)
-    cfg.loss.softmax = CN()
-    cfg.loss.softmax.label_smooth = True
-    cfg.loss.triplet = CN()
-    cfg.loss.triplet.margin = 0.3
-    cfg.loss.triplet.weight_t = 1.0
-    cfg.loss.triplet.weight_x = 1.0
-
-    cfg.test = CN()
-    cfg.test.batch_size = 32  # clips per forward in evaluation and memory construction
-    cfg.test.dist_metric = "euclidean"
-    cfg.test.normalize_feature = True
-    cfg.test.ranks = [1, 5, 10, 20]
-    cfg.test.evaluate = False
-    cfg.test.eval_freq = -1
-    cfg.test.start_eval = 0
-    cfg.test.rerank = False
-    cfg.test.visrank = False
-    cfg.test.visrank_topk = 10
-
-    cfg.tfclip = CN()
-    # model
-    cfg.tfclip.clip_weights = ""  # '' random init; file (OpenAI TorchScript, state dict, open_clip ckpt); 'openai'
-    cfg.tfclip.memory = True  # CLIP-Memory + SSP + V2M loss (False: supplement Table 7 'without CLIP-M';
-    # the A1/B2 rows of Tables 3-5 keep the memory: ssp 'none', temporal 'tap')
-    cfg.tfclip.ssp = "paper"  # 'paper' | 'released' | 'none'
-    cfg.tfclip.ssp_layers = 2
-    cfg.tfclip.temporal = "tmd"  # 'tmd' | 'tap' | 'conv1d' | 'transf' | 'transf_cls'
-    cfg.tfclip.sie = True
-    cfg.tfclip.sie_coe = 1.0
-    cfg.tfclip.stride = 16
-    cfg.tfclip.num_cameras = 0  # SIE rows; 0 = the training set's camera count
-    cfg.tfclip.vision_width = 0  # 0 = the architecture's own (smaller values build tiny towers)
-    cfg.tfclip.vision_layers = 0
-    cfg.tfclip.embed_dim = 0
-    cfg.tfclip.grad_checkpointing = False
-    # losses (tfclip-reference.md section 5.1)
-    cfg.tfclip.v2m_loss_weight = 1.0
-    cfg.tfclip.id_loss_weight = 0.25
-    cfg.tfclip.triplet_loss_weight = 1.0
-    cfg.tfclip.label_smooth = 0.1
-    cfg.tfclip.margin = 0.3
-    # optimizer and schedule (sections 5.3, 5.4)
-    cfg.tfclip.bias_lr_mult = 2.0
-    cfg.tfclip.bias_weight_decay = 1e-4
-    cfg.tfclip.fc_lr_mult = 10.0  # classifier_proj_temp heads (LARGE_FC_LR)
-    cfg.tfclip.prompt_lr_mult = 10.0  # SSP and temporal module (what the checkpoint-producing code applied)
-    cfg.tfclip.warmup_epochs = 10
-    cfg.tfclip.warmup_factor = 0.1
-    cfg.tfclip.precision = "fp32"  # 'fp32' | 'bf16' | 'fp16' (autocast; GradScaler only for fp16)
-    cfg.tfclip.test_precision = ""  # phase 1 and evaluation (autocast): '' = tfclip.precision; 'fp32' | 'bf16' | 'fp16'
-    # data
-    cfg.tfclip.erase_at_size_position = False  # reproduce the reference's paste-position quirk (section 5.7)
-    cfg.tfclip.lsvid_subtracklet = 48  # LS-VID training pieces of this many frames; 0 = whole tracklets
-    cfg.tfclip.skip_bad_frames = False  # replace unreadable frames (warning + count) instead of failing
-    # phase 1 and evaluation
-    cfg.tfclip.memory_cache = ""  # directory for cached CLIP-Memories ('' = no cache)
-    cfg.tfclip.protocol = "tfclip"  # 'tfclip' | 'torchreid' | 'official'
-    cfg.tfclip.test_sampling = "dense"  # 'dense' | 'rrs'
-    cfg.tfclip.select_on_test = False  # the reference's test-set best-epoch selection (not a clean protocol)
-    cfg.tfclip.all_splits = False  # iLIDS-VID / PRID2011: run the 10 splits, report mean and std
-    cfg.tfclip.save_test_outputs = True  # keep features, ids and ranks for `tfclip-reid report`
-    # multi-process training (torchrun, docs/distributed.md)
-    cfg.tfclip.sync_bn = False  # BNNecks as SyncBatchNorm: global-batch statistics (GPUs only)
+    for key in KEYS:
+        node, leaf = _node_for(cfg, key.name)
+        node[leaf] = list(key.default) if isinstance(key.default, list) else key.default
     return cfg
+
+
+def key_table() -> Dict[str, Key]:
+    """:data:`KEYS` by dotted name."""
+    return {key.name: key for key in KEYS}
+
+
+def lookup(cfg: CN, dotted: str) -> Any:
+    """The value of a dotted key."""
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def is_tfclip_run(cfg: CN) -> bool:
+    """True when the run's model is one of the plugin's (``tfclip_*``)."""
+    return str(cfg.model.name).startswith("tfclip_")
+
+
+def ineffective_keys(cfg: CN) -> List[str]:
+    """Keys set away from their defaults that cannot affect this run's model family."""
+    family = "tfclip" if is_tfclip_run(cfg) else "torchreid"
+    return [key.name for key in KEYS
+            if key.applies_to not in ("all", family) and _differs(lookup(cfg, key.name), key.default)]
+
+
+def _differs(value: Any, default: Any) -> bool:
+    if isinstance(default, list):
+        return list(value) != default
+    return value != default
+
+
+def warn_ineffective_keys(cfg: CN) -> List[str]:
+    """One warning naming the keys :func:`ineffective_keys` finds (none: no warning); returns them."""
+    names = ineffective_keys(cfg)
+    if names:
+        family = "TF-CLIP (tfclip_*) models" if is_tfclip_run(cfg) else f"torchreid's model {cfg.model.name}"
+        warnings.warn(f"these config keys are set but have no effect on {family}: {', '.join(names)} "
+                      "(docs/config.md lists what each key applies to)", stacklevel=2)
+    return names
+
+
+def model_options(cfg: CN) -> ModelOptions:
+    """The model options of a run config (its ``tfclip`` node's model keys)."""
+    return ModelOptions.from_kwargs(**{name: cfg.tfclip[name] for name in ModelOptions.names()})
 
 
 _ACTIVE: Optional[CN] = None
 
 
 def set_active_config(cfg: Optional[CN]) -> None:
-    """Make ``cfg`` the config that ``torchreid.models.build_model('tfclip_*', ...)`` reads."""
+    """Make ``cfg`` the config that callers the plugin does not control see (torchreid's ``build_model``,
+    ``FeatureExtractor``, torchreid-built dataset classes); None restores the defaults."""
     global _ACTIVE
     _ACTIVE = cfg
 
@@ -177,11 +311,6 @@ def activated_config(cfg: CN) -> Iterator[CN]:
         yield cfg
     finally:
         _ACTIVE = previous
-
-
-def tfclip_options(cfg: CN) -> Dict[str, Any]:
-    """The ``tfclip`` node as a plain dict (the keyword arguments of ``build_tfclip``)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.tfclip.items()}
 
 
 def videodata_kwargs(cfg: CN) -> Dict[str, Any]:

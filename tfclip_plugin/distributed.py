@@ -1,6 +1,7 @@
-"""torch.distributed for ``torchrun``: process-group setup from its environment, the identity sampler that
-splits every P x K batch across ranks, DistributedDataParallel and SyncBatchNorm for training, work sharded
-over ranks and gathered in order (CLIP-Memory, test features), and rank-0-only writing."""
+"""torch.distributed primitives for ``torchrun``: process-group setup from its environment, the identity sampler
+that splits every P x K batch across ranks, SyncBatchNorm BNNecks, work sharded over ranks and gathered in
+order (CLIP-Memory, test features), and rank-0-only writing. Engines prepare themselves for a process group
+with these (``engine.mixins.DistributedMixin``); the cross-rank triplet loss is in ``engine.losses``."""
 from __future__ import annotations
 
 import contextlib
@@ -12,13 +13,11 @@ from typing import Any, Callable, Iterable, Iterator, List, Sequence, Tuple, Typ
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as funcol
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
-from yacs.config import CfgNode as CN
 
 from . import host
+from .files.checkpoint_file import save_checkpoint
 
 T = TypeVar("T")
 Rows = Union[torch.Tensor, Tuple[Union[torch.Tensor, np.ndarray], ...]]
@@ -38,6 +37,11 @@ def rank() -> int:
 def world_size() -> int:
     """Number of processes (1 outside a process group)."""
     return dist.get_world_size() if is_distributed() else 1
+
+
+def backend() -> str:
+    """The process group's backend ('gloo', 'nccl'), or '' outside a process group."""
+    return str(dist.get_backend()) if is_distributed() else ""
 
 
 def is_main_process() -> bool:
@@ -123,9 +127,8 @@ def main_process_value(compute: Callable[[], T]) -> T:
 
 
 def save_on_main_process(state: dict, path: str) -> str:
-    """Write a checkpoint on rank 0 only (atomically, ``checkpoint.save_checkpoint``); return ``path`` on every rank."""
-    from .checkpoint import save_checkpoint
-
+    """Write a checkpoint on rank 0 only (atomically, ``files.checkpoint_file.save_checkpoint``); return ``path``
+    on every rank."""
     return save_checkpoint(state, path) if is_main_process() else path
 
 
@@ -327,63 +330,3 @@ def convert_bnnecks_to_sync_bn(model: nn.Module) -> List[str]:
         parent = model.get_submodule(parent_name)
         setattr(parent, child, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(parent, child)))
     return names
-
-
-class CrossRankTripletLoss(nn.Module):
-    """A triplet loss over the global batch: each rank's features and labels are all-gathered (the features
-    with torch's differentiable ``all_gather_single``, the replacement of the deprecated
-    ``torch.distributed.nn.functional.all_gather``: its backward sums the gradients into each rank's rows) and
-    ``triplet`` mines over all of them, so the loss and, after DistributedDataParallel's gradient averaging,
-    its gradient equal those of one process holding the whole batch. Every rank must hold the same number of
-    rows (the distributed samplers guarantee it).
-
-    ``forward(features (B_local, D), pids (B_local,))`` -> scalar.
-    """
-
-    def __init__(self, triplet: nn.Module) -> None:
-        super().__init__()
-        self.triplet = triplet
-
-    def forward(self, features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
-        if not is_distributed():
-            return self.triplet(features, pids)
-        all_features = funcol.all_gather_single(features.contiguous(), 0, dist.group.WORLD)
-        all_pids = [torch.empty_like(pids) for _ in range(world_size())]
-        dist.all_gather(all_pids, pids)
-        return self.triplet(all_features, torch.cat(all_pids))
-
-
-def distribute_engine(engine, cfg: CN, start_epoch: int = 0) -> None:
-    """Prepare an engine built by the runner for the process group (no-op outside one).
-
-    Every rank: tests with the engine's own model (features sharded and gathered by the evaluation).
-    Ranks other than 0: a :class:`NullSummaryWriter`. Training (``test.evaluate`` False, TF-CLIP engines): the
-    train loader from :func:`distributed_train_loader`, the BNNecks as SyncBatchNorm with ``tfclip.sync_bn``,
-    ``engine.training_model`` = DistributedDataParallel(model), triplet mining over the global batch
-    (:class:`CrossRankTripletLoss`), and augmentation streams seeded per rank (ranks other than 0 from
-    ``train.seed + rank + world x start_epoch``; rank 0 keeps its own, restored on resume).
-    """
-    if not is_distributed():
-        return
-    if not is_main_process():
-        engine.writer = NullSummaryWriter(cfg.data.save_dir)
-    if cfg.test.evaluate:
-        return
-    if not hasattr(engine, "training_model"):
-        raise ValueError(f"training under torchrun supports TF-CLIP models (tfclip_*); got model.name "
-                         f"{cfg.model.name!r}: train torchreid models in one process (testing them works)")
-    model = engine.model
-    device = next(model.parameters()).device
-    if cfg.tfclip.sync_bn:
-        if device.type != "cuda":
-            raise ValueError("tfclip.sync_bn needs GPUs (use_gpu True): torch's SyncBatchNorm syncs CUDA tensors only")
-        print(f"SyncBatchNorm for {', '.join(convert_bnnecks_to_sync_bn(model))}")
-    loader = distributed_train_loader(engine.train_loader, cfg.sampler.train_sampler, cfg.train.batch_size,
-                                      cfg.sampler.num_instances, cfg.train.seed)
-    engine.train_loader = engine.datamanager.train_loader = loader
-    engine.training_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    engine.criterion.triplet = CrossRankTripletLoss(engine.criterion.triplet)
-    if not is_main_process():
-        host.set_random_seed(cfg.train.seed + rank() + world_size() * start_epoch)
-    print(f"DistributedDataParallel over {world_size()} processes ({dist.get_backend()}): "
-          f"{cfg.train.batch_size // world_size()} of each batch of {cfg.train.batch_size} tracklets per process")

@@ -2,8 +2,11 @@
 
 ``fetch_file`` takes a Google Drive file id, a Google Drive URL or a plain http(s) URL, downloads it
 with ``gdown.download`` into a cache directory and checks its sha256. The cache only ever holds whole
-files: the bytes go to a temporary file next to the target, which is hashed and then moved into place
-with ``os.replace``; on any failure (network, checksum, interruption) the temporary file is removed.
+files: the bytes go to a temporary file next to the target (``files.atomic_write``), which is hashed and
+then moved into place; on any failure (network, checksum, interruption) the temporary file is removed.
+
+``KNOWN_FILES`` names OpenAI's CLIP archives (``ViT-B-16``, ``RN50``), whose URLs carry their sha256:
+``tfclip-reid download-weights ViT-B-16`` fetches one and prints its path, for ``tfclip.clip_weights``.
 """
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ import hashlib
 import inspect
 import os
 import re
-import tempfile
 import urllib.parse
 import warnings
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from typing import Dict, Optional, Tuple
 
 import gdown
 from gdown.parse_url import parse_url
+
+from .files.atomic import atomic_write
 
 CACHE_ENV = "TFCLIP_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "tfclip_plugin")
@@ -46,14 +50,19 @@ class KnownFile:
     filename: Optional[str] = None
 
 
-KNOWN_FILES: Dict[str, KnownFile] = {}
-"""Released files by name. Empty: no TF-CLIP checkpoint is published on a host gdown can read yet
-(the official ones are Baidu Pan archives).
+_OPENAI_CLIP = "https://openaipublic.azureedge.net/clip/models/{}/{}.pt"
+_OPENAI_DIGESTS = {"ViT-B-16": "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+                   "RN50": "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762"}
 
-An entry is added only for a file that has been downloaded and hashed: ``name: KnownFile(url=<Drive id,
-Drive URL or http(s) URL>, sha256=<sha256sum of that file>, description=<what it is, which recipe and
-dataset, its reported numbers>)``. The hash is what makes the entry safe: a changed upload fails
-``fetch_known`` loudly instead of loading different weights.
+KNOWN_FILES: Dict[str, KnownFile] = {
+    name: KnownFile(url=_OPENAI_CLIP.format(digest, name), sha256=digest, filename=f"{name}.pt",
+                    description=f"OpenAI CLIP {name} TorchScript archive (the sha256 is part of OpenAI's URL); "
+                                f"tfclip.clip_weights for {'tfclip_vit' if name == 'ViT-B-16' else 'tfclip_rn50'}")
+    for name, digest in _OPENAI_DIGESTS.items()
+}
+"""Files ``fetch_known`` can download, by name. An entry is added only with the sha256 of the exact file
+(OpenAI publishes it in the URL): a changed upload then fails loudly instead of loading other weights. No
+TF-CLIP checkpoint is listed: the official ones are Baidu Pan archives, which gdown cannot read.
 """
 
 
@@ -199,30 +208,24 @@ def _gdown_options(url: str, target: str, quiet: bool) -> dict:
 
 
 def _download_into(url: str, target: str, expected: Optional[str], quiet: bool) -> str:
-    """Download ``url`` to a temporary file beside ``target``, verify it, move it into place; returns its sha256."""
-    directory, name = os.path.split(target)
-    handle, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            try:
-                gdown.download(url=url, output=stream, **_gdown_options(url, target, quiet))
-            except Exception as error:  # requests' and gdown's own classes, which differ between gdown versions
-                raise DownloadError(
-                    f"downloading {url} failed: {str(error).rstrip('.')}. Check the URL and the network and retry, or download "
-                    f"the file yourself and put it at {target}"
-                ) from error
-        actual = sha256sum(partial)
+    """Download ``url`` into ``target`` atomically (``files.atomic_write``), verified before it is moved into
+    place; returns its sha256."""
+    with atomic_write(target, "wb") as stream:
+        try:
+            gdown.download(url=url, output=stream, **_gdown_options(url, target, quiet))
+        except Exception as error:  # requests' and gdown's own classes, which differ between gdown versions
+            raise DownloadError(
+                f"downloading {url} failed: {str(error).rstrip('.')}. Check the URL and the network and retry, or "
+                f"download the file yourself and put it at {target}"
+            ) from error
+        stream.flush()
+        actual = sha256sum(stream.name)
         if expected is not None and actual != expected:
             raise ChecksumError(
                 f"sha256 mismatch for {url}: expected {expected}, got {actual} "
-                f"({os.path.getsize(partial)} bytes). The download was discarded. The file behind the URL is not "
+                f"({os.path.getsize(stream.name)} bytes). The download was discarded. The file behind the URL is not "
                 "the one the checksum was made for (a truncated or corrupted transfer, an HTML error or quota "
                 f"page, or a replaced upload): retry; if it persists, download the file yourself, compare its "
                 f"sha256sum with the expected one and put it at {target}"
             )
-        os.replace(partial, target)
-    except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise
     return actual

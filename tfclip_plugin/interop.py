@@ -22,17 +22,16 @@ from torch import Tensor
 from yacs.config import CfgNode as CN
 
 from . import host
-from .checkpoint import _numpy_scalar_globals, load_checkpoint, state_dict_of
-from .config import active_config, get_default_config
-from .models import TFCLIP, build_tfclip, load_tfclip_state_dict
-from .models.tfclip import ARCHITECTURES, MODEL_OPTIONS
+from .config import active_config, get_default_config, model_options
+from .files.checkpoint_file import load_checkpoint, numpy_scalar_globals, state_dict_of
+from .models import ARCHITECTURES, TFCLIP, ModelOptions, build_tfclip, load_tfclip_state_dict
 
 
 @dataclass(frozen=True)
 class CheckpointArchitecture:
     """What a TF-CLIP checkpoint was built with.
 
-    ``options`` holds the ``tfclip.*`` model keys; ``from_config`` is False for files without our run config
+    ``options`` holds the model options (``ModelOptions`` fields); ``from_config`` is False for files without our run config
     (e.g. written by torchreid's own engines), whose options, input size and normalisation then come from
     the active plugin config; the class and camera counts always come from the weights.
     """
@@ -83,14 +82,15 @@ def _architecture(path: str, state: Dict[str, Tensor], cfg: Optional[CN], name: 
         raise ValueError(f"{path} stores no run config: pass the model name ({', '.join(ARCHITECTURES)})")
     defaults = get_default_config()
     saved = source.get("tfclip", CN())
-    options = {key: saved.get(key, defaults.tfclip[key]) for key in MODEL_OPTIONS}
+    options = {key: saved.get(key, defaults.tfclip[key]) for key in ModelOptions.names()}
     options["grad_checkpointing"] = False  # a training setting
+    num_cameras = saved.get("num_cameras", defaults.tfclip.num_cameras)
     data = source.get("data", defaults.data)
     cv_embed = state.get("cv_embed")
     return CheckpointArchitecture(
         name=resolved,
         num_classes=int(state["memory"].shape[0]),
-        num_cameras=int(cv_embed.shape[0]) if cv_embed is not None else max(1, int(options["num_cameras"])),
+        num_cameras=int(cv_embed.shape[0]) if cv_embed is not None else max(1, int(num_cameras)),
         height=int(data.get("height", defaults.data.height)),
         width=int(data.get("width", defaults.data.width)),
         options=options,
@@ -108,7 +108,6 @@ def checkpoint_architecture(path: str, name: Optional[str] = None) -> Checkpoint
 
 def _build(arch: CheckpointArchitecture, height: int, width: int, loss: str) -> TFCLIP:
     options = dict(arch.options)
-    options.pop("num_cameras")
     return build_tfclip(arch.name, arch.num_classes, arch.num_cameras, pretrained=False, height=height,
                         width=width, loss=loss, **options)
 
@@ -178,9 +177,10 @@ def feature_extractor_model(name: str, loss: str = "softmax", pretrained: bool =
                     f"{height}x{width}; pass image_size=({arch.height}, {arch.width})")
             _warn_on_normalisation(arch, path, arguments)
         return _load(_build(arch, height, width, loss), state, path, arch)
-    options = {key: active_config().tfclip[key] for key in MODEL_OPTIONS}
-    num_cameras = max(1, int(options.pop("num_cameras")))
-    return build_tfclip(name, 1, num_cameras, pretrained=pretrained, height=height, width=width, loss=loss, **options)
+    cfg = active_config()
+    num_cameras = max(1, int(cfg.tfclip.num_cameras))
+    return build_tfclip(name, 1, num_cameras, pretrained=pretrained, height=height, width=width, loss=loss,
+                        **model_options(cfg).as_dict())
 
 
 def allow_torchreid_checkpoints() -> None:
@@ -189,4 +189,4 @@ def allow_torchreid_checkpoints() -> None:
     float dtypes become allowed globals, process-wide (``torch.serialization.add_safe_globals``), as
     ``host.alias_upstream_modules`` a side effect for launchers of torchreid's scripts, never done on import.
     """
-    torch.serialization.add_safe_globals(_numpy_scalar_globals())
+    torch.serialization.add_safe_globals(numpy_scalar_globals())

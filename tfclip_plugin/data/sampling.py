@@ -1,6 +1,7 @@
 """Frame index plans for a tracklet of ``num_frames`` frames (pure numpy functions).
 
-TF-CLIP (tfclip-reference.md 5.6, 5.8, 2):
+TF-CLIP (AsuradaYuci/TF-CLIP ``datasets/video_loader_xh.py:36-50,125-142``,
+``processor/processor_clipreid_stage2.py:50-100,243-294``):
 
 - RRS: the frames are padded with the last frame to ``seq_len * ceil(n / seq_len)`` and cut into
   ``seq_len`` chunks of ``ceil(n / seq_len)`` frames (for n < seq_len: single frames, then the last one
@@ -79,7 +80,7 @@ def sliding_windows(num_frames: int, window: int = 8, stride: int = 4) -> List[T
 
 
 def subtracklet_bounds(num_frames: int, length: int = 48) -> List[Tuple[int, int]]:
-    """LS-VID training pieces (tfclip-reference.md 6.2): n // length pieces of ``length`` frames, the last one
+    """LS-VID training pieces (AsuradaYuci/TF-CLIP ``datasets/set/lsvid.py``): n // length pieces of ``length`` frames, the last one
     taking the remainder. A tracklet shorter than ``length`` (which the reference drops) stays one piece,
     and ``length`` 0 keeps every tracklet whole."""
     if num_frames < 1:

@@ -1,6 +1,7 @@
 """Sequence-consistent transforms: a tracklet's frames (PIL images) -> one tensor (T, 3, H, W).
 
-TF-CLIP's training transform (tfclip-reference.md 5.7), in order: bilinear resize to (H, W), one
+TF-CLIP's training transform (AsuradaYuci/TF-CLIP ``datasets/make_dataloader_clipreid.py:130-134``,
+``utils/seqtransforms.py``), in order: bilinear resize to (H, W), one
 horizontal-flip coin for the whole sequence, the random sized eraser decided per frame (in PIL space, filled
 with one random RGB colour), ToTensor, normalisation (ImageNet statistics by default, as the reference).
 The test transform is resize, ToTensor, normalisation.

@@ -1,14 +1,16 @@
-"""The two-phase TF-CLIP engine on torchreid's Engine, the baselines' engines and the run entry points."""
+"""The two-phase TF-CLIP engine on torchreid's Engine, the baselines' engines, and the run entry points:
+``build`` (model, weights, optimizer, engine from a config), ``runner`` (a run), ``demo``."""
 from .baselines import VideoSoftmaxBaselineEngine, VideoTripletBaselineEngine
+from .demo import run_demo
 from .engine import TFCLIPEngine
-from .losses import TFCLIPLoss
+from .losses import CrossRankTripletLoss, TFCLIPLoss
 from .memory import build_clip_memory
-from .mixins import CheckpointMixin, ProtocolEvaluationMixin
+from .mixins import CheckpointMixin, DistributedMixin, ProtocolEvaluationMixin
 from .optim import build_optimizer, build_scheduler
-from .runner import run_all_splits, run_demo, run_experiment
+from .runner import run_all_splits, run_experiment
 
 __all__ = [
-    "CheckpointMixin", "ProtocolEvaluationMixin", "TFCLIPEngine", "TFCLIPLoss", "VideoSoftmaxBaselineEngine",
-    "VideoTripletBaselineEngine", "build_clip_memory", "build_optimizer", "build_scheduler", "run_all_splits",
-    "run_demo", "run_experiment",
+    "CheckpointMixin", "CrossRankTripletLoss", "DistributedMixin", "ProtocolEvaluationMixin", "TFCLIPEngine",
+    "TFCLIPLoss", "VideoSoftmaxBaselineEngine", "VideoTripletBaselineEngine", "build_clip_memory",
+    "build_optimizer", "build_scheduler", "run_all_splits", "run_demo", "run_experiment",
 ]

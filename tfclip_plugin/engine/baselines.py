@@ -9,10 +9,10 @@ from __future__ import annotations
 from yacs.config import CfgNode as CN
 
 from .. import host
-from .mixins import CheckpointMixin, ProtocolEvaluationMixin
+from .mixins import CheckpointMixin, DistributedMixin, ProtocolEvaluationMixin
 
 
-class VideoSoftmaxBaselineEngine(CheckpointMixin, ProtocolEvaluationMixin, host.VideoSoftmaxEngine):
+class VideoSoftmaxBaselineEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, host.VideoSoftmaxEngine):
     """torchreid's ``VideoSoftmaxEngine`` (label-smoothed CE) under the plugin's protocol."""
 
     def __init__(self, datamanager, model, optimizer, scheduler, cfg: CN) -> None:
@@ -21,7 +21,7 @@ class VideoSoftmaxBaselineEngine(CheckpointMixin, ProtocolEvaluationMixin, host.
         self.setup_evaluation(cfg)
 
 
-class VideoTripletBaselineEngine(CheckpointMixin, ProtocolEvaluationMixin, host.VideoTripletEngine):
+class VideoTripletBaselineEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, host.VideoTripletEngine):
     """torchreid's ``VideoTripletEngine`` (CE + batch-hard triplet) under the plugin's protocol."""
 
     def __init__(self, datamanager, model, optimizer, scheduler, cfg: CN) -> None:

@@ -15,20 +15,25 @@ from typing import Dict
 import torch
 from yacs.config import CfgNode as CN
 
+from torch.nn.parallel import DistributedDataParallel
+
 from .. import host
-from ..checkpoint import load_checkpoint, state_dict_of
-from ..distributed import is_main_process, load_on_main_process, main_process_value
+from ..distributed import (
+    backend, convert_bnnecks_to_sync_bn, distributed_train_loader, is_main_process, load_on_main_process, main_process_value,
+    rank, world_size,
+)
+from ..files.checkpoint_file import load_checkpoint, state_dict_of
 from .features import autocast
-from .losses import TFCLIPLoss
+from .losses import CrossRankTripletLoss, TFCLIPLoss
 from .memory import build_clip_memory, load_cached_memory, memory_cache_key, store_cached_memory
-from .mixins import CheckpointMixin, ProtocolEvaluationMixin
+from .mixins import CheckpointMixin, DistributedMixin, ProtocolEvaluationMixin
 from .optim import backward_and_step
 
 _TEST_KWARGS = ("dist_metric", "normalize_feature", "visrank", "visrank_topk", "use_metric_cuhk03", "ranks", "rerank")
 SELECTION_EVAL_FREQ = 2  # the reference evaluates (and selects) every 2 epochs
 
 
-class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
+class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, host.Engine):
     """Phase 1 (CLIP-Memory) + phase 2 (V2M, ID, triplet and frame losses) for a ``TFCLIP`` model.
 
     Args:
@@ -49,13 +54,38 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, host.Engine):
         self.setup_evaluation(cfg)
         t = cfg.tfclip
         self.criterion = TFCLIPLoss(
-            num_classes=model.num_classes, label_smooth=t.label_smooth, margin=t.margin,
+            num_classes=model.num_classes, label_smooth=0.1 if cfg.loss.softmax.label_smooth else 0.0,
+            margin=cfg.loss.triplet.margin,
             v2m_weight=t.v2m_loss_weight, id_weight=t.id_loss_weight, triplet_weight=t.triplet_loss_weight,
             use_gpu=self.use_gpu,
         )
         autocast(self.device, t.precision)  # validates tfclip.precision
         self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
         self.phase1_seconds = 0.0
+
+    def prepare_distributed_training(self, start_epoch: int) -> None:
+        """Training in a process group: the train loader from ``distributed.distributed_train_loader``, the
+        BNNecks as SyncBatchNorm with ``tfclip.sync_bn``, ``training_model`` = DistributedDataParallel(model),
+        triplet mining over the global batch (:class:`CrossRankTripletLoss`), and augmentation streams seeded per
+        rank (ranks other than 0 from ``train.seed + rank + world x start_epoch``; rank 0 keeps its own,
+        restored on resume)."""
+        cfg = self.cfg
+        device = next(self.model.parameters()).device
+        if cfg.tfclip.sync_bn:
+            if device.type != "cuda":
+                raise ValueError("tfclip.sync_bn needs GPUs (use_gpu True): torch's SyncBatchNorm syncs CUDA tensors "
+                                 "only")
+            print(f"SyncBatchNorm for {', '.join(convert_bnnecks_to_sync_bn(self.model))}")
+        loader = distributed_train_loader(self.train_loader, cfg.sampler.train_sampler, cfg.train.batch_size,
+                                          cfg.sampler.num_instances, cfg.train.seed)
+        self.train_loader = self.datamanager.train_loader = loader
+        self.training_model = DistributedDataParallel(
+            self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.criterion.triplet = CrossRankTripletLoss(self.criterion.triplet)
+        if not is_main_process():
+            host.set_random_seed(cfg.train.seed + rank() + world_size() * start_epoch)
+        print(f"DistributedDataParallel over {world_size()} processes ({backend()}): "
+              f"{cfg.train.batch_size // world_size()} of each batch of {cfg.train.batch_size} tracklets per process")
 
     # phase 1 ------------------------------------------------------------------------------------------
     def memory_settings(self) -> Dict[str, object]:

@@ -1,4 +1,5 @@
-"""The phase-2 loss of TF-CLIP (tfclip-reference.md section 5.1).
+"""The phase-2 loss of TF-CLIP (AsuradaYuci/TF-CLIP ``processor/processor_clipreid_stage2.py``), and the
+triplet loss over the global batch of a process group.
 
     L = w_v2m * CE(v2m logits) + w_id * sum_k CE(sequence head k) + w_tri * sum_k Tri(pre-BN feature k)
         + CE(frame head, labels repeated per frame) / T
@@ -12,9 +13,12 @@ from __future__ import annotations
 from typing import Dict, Sequence
 
 import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
 from torch import nn
 
 from .. import host
+from ..distributed import is_distributed, world_size
 
 
 class TFCLIPLoss(nn.Module):
@@ -60,3 +64,27 @@ class TFCLIPLoss(nn.Module):
         frame = self.frame_term(output.frame_logits, pids) if output.frame_logits is not None else zero
         total = self.v2m_weight * v2m + self.id_weight * id_loss + self.triplet_weight * tri_loss + frame
         return {"loss": total, "loss_v2m": v2m, "loss_id": id_loss, "loss_tri": tri_loss, "loss_frame": frame}
+
+
+class CrossRankTripletLoss(nn.Module):
+    """A triplet loss over the global batch: each rank's features and labels are all-gathered (the features
+    with torch's differentiable ``all_gather_single``, the replacement of the deprecated
+    ``torch.distributed.nn.functional.all_gather``: its backward sums the gradients into each rank's rows) and
+    ``triplet`` mines over all of them, so the loss and, after DistributedDataParallel's gradient averaging,
+    its gradient equal those of one process holding the whole batch. Every rank must hold the same number of
+    rows (the distributed samplers guarantee it).
+
+    ``forward(features (B_local, D), pids (B_local,))`` -> scalar.
+    """
+
+    def __init__(self, triplet: nn.Module) -> None:
+        super().__init__()
+        self.triplet = triplet
+
+    def forward(self, features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+        if not is_distributed():
+            return self.triplet(features, pids)
+        all_features = funcol.all_gather_single(features.contiguous(), 0, dist.group.WORLD)
+        all_pids = [torch.empty_like(pids) for _ in range(world_size())]
+        dist.all_gather(all_pids, pids)
+        return self.triplet(all_features, torch.cat(all_pids))

@@ -1,4 +1,4 @@
-"""Phase 1: the CLIP-Memory (tfclip-reference.md section 2).
+"""Phase 1: the CLIP-Memory (AsuradaYuci/TF-CLIP ``processor/processor_clipreid_stage2.py``, before training).
 
 With the frozen pretrained encoder and no SIE, every training tracklet is cut into dense chunks
 (consecutive ``seq_len`` frames, the last padded cyclically); a chunk's feature is its projected CLS token
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..files.checkpoint_file import load_checkpoint, save_checkpoint
 from ..distributed import gather_shards
 from .features import dense_tracklet_features
 

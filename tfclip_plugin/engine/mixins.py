@@ -1,11 +1,12 @@
-"""What every engine of the plugin adds to torchreid's: the protocol evaluation and atomic checkpoints.
+"""What every engine of the plugin adds to torchreid's: the protocol evaluation, atomic checkpoints and the
+preparation for a process group.
 
-Both mixins go in front of a torchreid engine class (``class E(CheckpointMixin, ProtocolEvaluationMixin,
-host.Engine)``) so that TF-CLIP and torchreid baselines are tested with the same sampling and protocol.
+The mixins go in front of a torchreid engine class (``class E(CheckpointMixin, ProtocolEvaluationMixin,
+DistributedMixin, host.Engine)``) so that TF-CLIP and torchreid baselines are tested with the same sampling and
+protocol.
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
 import time
 from typing import Dict, Optional, Sequence, Tuple
@@ -16,40 +17,16 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from .. import host
-from ..checkpoint import rng_state
-from ..distributed import gather_shards, is_main_process, save_on_main_process, shard_loader, training_epoch
+from ..distributed import (
+    NullSummaryWriter, gather_shards, is_distributed, is_main_process, save_on_main_process, shard_loader,
+    training_epoch,
+)
 from ..evaluation import QUERY_IN_GALLERY, check_protocol, evaluate_distmat, protocol_gallery
+from ..files.checkpoint_file import checkpoint_path, rng_state
+from ..files.test_outputs import save_test_outputs, target_outputs_path
 from .features import PRECISIONS, dense_tracklet_features, loader_features
 
 TEST_SAMPLINGS = ("dense", "rrs")
-FRAMES_PER_TRACKLET_RECORD = 4
-
-
-def evenly_spaced_frames(tracklets: Sequence[tuple], count: int = FRAMES_PER_TRACKLET_RECORD) -> np.ndarray:
-    """(N, count) str: ``count`` evenly spaced frame paths of each tracklet (repeated for short ones)."""
-    rows = []
-    for item in tracklets:
-        paths = list(item[0])
-        rows.append([paths[int(i)] for i in np.linspace(0, len(paths) - 1, count).round()])
-    return np.asarray(rows, dtype=str).reshape(len(rows), count)
-
-
-def save_test_outputs(path: str, protocol: str, query: Tuple, gallery: Tuple) -> str:
-    """Write ``<save_dir>/test_outputs/<target>.npz`` (the report's input).
-
-    ``query`` / ``gallery`` = (features (N, D) L2-normalised, pids (N,), camids (N,), tracklet tuples).
-    """
-    arrays = {"protocol": np.asarray(protocol)}
-    for split, (features, pids, camids, tracklets) in (("query", query), ("gallery", gallery)):
-        arrays[f"{split}_features"] = F.normalize(features.float(), dim=1).numpy().astype(np.float16)
-        arrays[f"{split}_pids"] = np.asarray(pids, dtype=np.int64)
-        arrays[f"{split}_camids"] = np.asarray(camids, dtype=np.int64)
-        arrays[f"{split}_frames"] = evenly_spaced_frames(tracklets)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
 
 
 class ProtocolEvaluationMixin:
@@ -162,7 +139,7 @@ class ProtocolEvaluationMixin:
                 topk=visrank_topk,
             )
         if self.cfg.tfclip.save_test_outputs and save_dir and is_main_process():
-            save_test_outputs(osp.join(save_dir, "test_outputs", f"{dataset_name}.npz"), protocol,
+            save_test_outputs(target_outputs_path(save_dir, dataset_name), protocol,
                               (qf, q_pids, q_camids, query_tuples), (gf, g_pids, g_camids, gallery_tuples))
         self.test_seconds += time.time() - started
         self.test_results[dataset_name] = self.last_result = result
@@ -212,7 +189,7 @@ class CheckpointMixin:
 
     def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
         state = self.checkpoint_state(epoch, rank1)
-        path = save_on_main_process(state, osp.join(save_dir, "model", f"model.pth.tar-{epoch + 1}"))
+        path = save_on_main_process(state, checkpoint_path(save_dir, "epoch", epoch + 1))
         print(f'Checkpoint saved to "{path}"')
         self.last_checkpoint = path
         if self.cfg.tfclip.select_on_test:
@@ -222,7 +199,7 @@ class CheckpointMixin:
                 self.best_score, self.best_epoch = score, epoch + 1
                 print(f"Test-set model selection: epoch {epoch + 1} is the best so far (R1+mAP {score:.4f})")
         if is_best:
-            self.best_checkpoint = save_on_main_process(state, osp.join(save_dir, "model", "model-best.pth.tar"))
+            self.best_checkpoint = save_on_main_process(state, checkpoint_path(save_dir, "best"))
 
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> None:
         started = time.time()
@@ -232,4 +209,27 @@ class CheckpointMixin:
         save_dir = self.writer.get_logdir() if self.writer is not None else self.cfg.data.save_dir
         rank1 = float(self.last_result["cmc"][0]) if self.last_result else 0.0
         self.last_checkpoint = save_on_main_process(self.checkpoint_state(self.epoch, rank1),
-                                                    osp.join(save_dir, "model", "checkpoint-latest.pth.tar"))
+                                                    checkpoint_path(save_dir, "latest"))
+
+
+class DistributedMixin:
+    """``prepare_distributed``: how an engine adapts itself to the process group it runs in (no-op outside one).
+
+    Every rank tests with the engine's own model (features sharded and gathered by the evaluation); ranks other
+    than 0 get a ``NullSummaryWriter``. Training needs :meth:`prepare_distributed_training`, which only engines
+    that support it define (``TFCLIPEngine``); torchreid's models train in one process.
+    """
+
+    cfg: CN
+
+    def prepare_distributed(self, start_epoch: int = 0) -> None:
+        if not is_distributed():
+            return
+        if not is_main_process():
+            self.writer = NullSummaryWriter(self.cfg.data.save_dir)
+        if not self.cfg.test.evaluate:
+            self.prepare_distributed_training(start_epoch)
+
+    def prepare_distributed_training(self, start_epoch: int) -> None:
+        raise ValueError(f"training under torchrun supports TF-CLIP models (tfclip_*); got model.name "
+                         f"{self.cfg.model.name!r}: train torchreid models in one process (testing them works)")

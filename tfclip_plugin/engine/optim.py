@@ -1,4 +1,5 @@
-"""Optimizer and schedule of TF-CLIP's phase 2 (tfclip-reference.md sections 5.3 and 5.4).
+"""Optimizer and schedule of TF-CLIP's phase 2 (AsuradaYuci/TF-CLIP
+``solver/make_optimizer_prompt.py:22-51``, ``solver/lr_scheduler.py:14-56``).
 
 Learning rate and weight decay per parameter, applied in the reference's order:
 base ``train.lr`` / ``train.weight_decay``; a name containing ``bias``: lr x ``tfclip.bias_lr_mult``, decay

@@ -1,14 +1,18 @@
 """TF-CLIP models on open_clip's CLIP visual towers.
 
-``MODEL_BUILDERS`` holds the torchreid builders ``tfclip_vit`` (CLIP ViT-B/16) and ``tfclip_rn50`` (CLIP
-ModifiedResNet-50, last stride 1); they read the ``tfclip`` node and ``data.height/width`` of
-``config.active_config()``. ``build_tfclip`` builds any variant with explicit options.
+``build_tfclip`` builds any variant from explicit :class:`ModelOptions`; ``checkpoint_import`` loads trained
+weights of each origin. Nothing here reads the plugin's config or touches torchreid: the torchreid registry
+builders live in ``tfclip_plugin.registry``.
 """
-from .checkpoints import checkpoint_generation, load_official_checkpoint, load_tfclip_state_dict
+from .checkpoint_import import (
+    checkpoint_generation, load_matching_weights, load_official_checkpoint, load_tfclip_state_dict, load_weights,
+)
 from .complexity import count_parameters, model_complexity
-from .tfclip import MODEL_BUILDERS, TFCLIP, TFCLIPOutput, build_tfclip
+from .options import ModelOptions
+from .tfclip import ARCHITECTURES, TFCLIP, TFCLIPOutput, build_tfclip
 
 __all__ = [
-    "MODEL_BUILDERS", "TFCLIP", "TFCLIPOutput", "build_tfclip", "load_official_checkpoint",
-    "load_tfclip_state_dict", "checkpoint_generation", "model_complexity", "count_parameters",
+    "ARCHITECTURES", "ModelOptions", "TFCLIP", "TFCLIPOutput", "build_tfclip", "checkpoint_generation",
+    "count_parameters", "load_matching_weights", "load_official_checkpoint", "load_tfclip_state_dict",
+    "load_weights", "model_complexity",
 ]

@@ -3,7 +3,7 @@
 Only the visual tower is built (``open_clip.model._build_vision_tower``, QuickGELU as in OpenAI's weights);
 the text tower never exists. open_clip's own ``forward`` pools and projects the CLS token only, so both
 backbones run the trunk from open_clip's public submodules and return every token
-(tfclip-reference.md section 1.1):
+(AsuradaYuci/TF-CLIP ``model/make_model_clipreid.py:165-171``, ``model/clip/model.py:206-240``):
 
 - ViT: patch embedding -> CLS (+ the SIE camera offset) -> + positional embedding -> ln_pre -> transformer
   -> ln_post on all tokens; ``project`` multiplies by ``proj``. The patch stride may differ from the patch size

@@ -1,6 +1,6 @@
 """Temporal modules (``tfclip.temporal``): TMD and the alternatives of supplement Table 5.
 
-- 'tmd' (``TemporalMemoryDiffusion``, tfclip-reference.md section 4): one block after the backbone on the
+- 'tmd' (``TemporalMemoryDiffusion``, AsuradaYuci/TF-CLIP ``model/make_model_clipreid.py:55-119``): one block after the backbone on the
   (detached) tokens of every frame. TMC: the mean token of each frame -> Linear -> self-attention across the
   T frames of the clip (residual) = one memory token per frame. MD: the memory token is appended *last* to its
   frame's tokens and one CLIP residual block (attention + QuickGELU MLP) runs over the L+1 tokens of each frame.

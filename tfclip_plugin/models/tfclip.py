@@ -1,4 +1,4 @@
-"""The TF-CLIP model (tfclip-reference.md sections 1-4) and its builders.
+"""The TF-CLIP model and its builder (``docs/models.md`` describes the architecture and the reference code).
 
 One forward for both backbones. Per clip (B, T, 3, H, W):
 - frames -> backbone (SIE camera row added to each frame's CLS token, ViT only) -> FrameTokens;
@@ -17,16 +17,16 @@ CNN [f_proj | temporal] (v and v-hat of the supplement, 2048-d with TMD); 'tap' 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..config import active_config, get_default_config
 from .backbone import Backbone, ResNetBackbone, build_backbone
 from .clip_weights import load_clip_weights
-from .ssp import SSP_NAMES, build_ssp
-from .temporal import TEMPORAL_NAMES, build_temporal
+from .options import ModelOptions
+from .ssp import build_ssp
+from .temporal import build_temporal
 
 ARCHITECTURES = {"tfclip_vit": "vit", "tfclip_rn50": "rn50"}
 LOSSES = ("softmax", "triplet")
@@ -200,71 +200,23 @@ class TFCLIP(nn.Module):
             self.memory_ready.fill_(True)
 
 
-MODEL_OPTIONS = tuple(get_default_config().tfclip.keys())
-
-
-def _model_options(options: Dict[str, Any]) -> Dict[str, Any]:
-    unknown = sorted(set(options) - set(MODEL_OPTIONS))
-    if unknown:
-        raise TypeError(f"unknown TF-CLIP option(s) {', '.join(unknown)}; expected tfclip.* config keys: "
-                        f"{', '.join(MODEL_OPTIONS)}")
-    merged = dict(get_default_config().tfclip)
-    merged.update(options)
-    if merged["temporal"] not in TEMPORAL_NAMES:
-        raise ValueError(f"unknown tfclip.temporal '{merged['temporal']}'; expected one of {', '.join(TEMPORAL_NAMES)}")
-    if merged["ssp"] not in SSP_NAMES:
-        raise ValueError(f"unknown tfclip.ssp '{merged['ssp']}'; expected one of {', '.join(SSP_NAMES)}")
-    return merged
-
-
 def build_tfclip(name: str, num_classes: int, num_cameras: int, pretrained: bool = False, height: int = 256,
                  width: int = 128, loss: str = "softmax", **options: Any) -> TFCLIP:
-    """Build ``name`` ('tfclip_vit' | 'tfclip_rn50') with explicit options (``tfclip.*`` keys as kwargs).
+    """Build ``name`` ('tfclip_vit' | 'tfclip_rn50') with explicit model options (:class:`ModelOptions` fields
+    as keywords; anything else is a ``TypeError`` listing the valid ones).
 
-    ``pretrained`` loads ``clip_weights`` into the backbone (nothing happens when it is ''). Options that do not
-    concern the model (losses, protocol, ...) are accepted and ignored, so a whole ``tfclip`` node can be passed.
-    For the CNN, SIE is off whatever ``sie`` says (it has no CLS token).
+    ``pretrained`` loads ``clip_weights`` into the backbone (nothing happens when it is ''). For the CNN, SIE
+    is off whatever ``sie`` says (it has no CLS token).
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown TF-CLIP model '{name}'; expected one of {', '.join(ARCHITECTURES)}")
-    opts = _model_options(options)
+    opts = ModelOptions.from_kwargs(**options)
     arch = ARCHITECTURES[name]
-    backbone = build_backbone(arch, height, width, opts["stride"], opts["vision_width"], opts["vision_layers"],
-                              opts["embed_dim"])
-    if pretrained and opts["clip_weights"]:
-        load_clip_weights(backbone, opts["clip_weights"])
-    if opts["grad_checkpointing"]:
+    backbone = build_backbone(arch, height, width, opts.stride, opts.vision_width, opts.vision_layers, opts.embed_dim)
+    if pretrained and opts.clip_weights:
+        load_clip_weights(backbone, opts.clip_weights)
+    if opts.grad_checkpointing:
         backbone.set_grad_checkpointing(True)
-    return TFCLIP(backbone, num_classes, num_cameras, temporal=opts["temporal"], ssp=opts["ssp"],
-                  ssp_layers=opts["ssp_layers"], memory=opts["memory"], sie=opts["sie"] and arch == "vit",
-                  sie_coe=opts["sie_coe"], loss=loss)
-
-
-def _registry_builder(name: str):
-    def build(num_classes: int, loss: str = "softmax", pretrained: bool = True, use_gpu: bool = True,
-              **kwargs: Any) -> TFCLIP:
-        """torchreid builder: settings from ``config.active_config()`` (``tfclip`` node, data.height/width).
-
-        ``use_gpu`` is ignored (the engine places the model); ``kwargs`` override config values
-        (``height``, ``width``, ``num_cameras`` or any ``tfclip.*`` key). Called from torchreid's
-        ``FeatureExtractor``, it builds the architecture of the checkpoint being loaded (``interop``).
-        """
-        from ..interop import feature_extractor_model
-
-        extractor_model = feature_extractor_model(name, loss, pretrained)
-        if extractor_model is not None:
-            return extractor_model
-        cfg = active_config()
-        options = dict(cfg.tfclip)
-        options.update(kwargs)
-        height = options.pop("height", cfg.data.height)
-        width = options.pop("width", cfg.data.width)
-        num_cameras = max(1, int(options.pop("num_cameras")))
-        return build_tfclip(name, num_classes, num_cameras, pretrained=pretrained, height=height, width=width,
-                            loss=loss, **options)
-
-    build.__name__ = f"build_{name}"
-    return build
-
-
-MODEL_BUILDERS = {name: _registry_builder(name) for name in ARCHITECTURES}
+    return TFCLIP(backbone, num_classes, num_cameras, temporal=opts.temporal, ssp=opts.ssp,
+                  ssp_layers=opts.ssp_layers, memory=opts.memory, sie=opts.sie and arch == "vit",
+                  sie_coe=opts.sie_coe, loss=loss)

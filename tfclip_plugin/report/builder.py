@@ -16,7 +16,9 @@ from .embedding import FeatureMap, embed_identities, sample_identities
 from .events import read_scalars
 from .frames import identity_strip
 from .html import Section, json_block, metrics_table, render_page
-from .outputs import TestOutputs, find_test_outputs, load_results, load_test_outputs
+from ..files.atomic import atomic_write, write_text
+from ..files.results import load_results
+from ..files.test_outputs import TestOutputs, find_test_outputs, load_test_outputs
 from .plots import identity_colours, plot_cmc_panels, plot_feature_maps, plot_training_curves
 from .ranked_figure import CORRECT_COLOUR, QUERY_COLOUR, WRONG_COLOUR, RankedCell, RankedLayout, draw_ranked_results
 from .ranking import Ranking, choose_queries, rank_gallery
@@ -92,8 +94,8 @@ def build_report(
                 f"(first: '{report.missing_frames[0]}'); was the dataset moved since the test run?",
                 stacklevel=2,
             )
-        with open(report.save_path("index.html"), "w", encoding="utf-8") as f:
-            f.write(render_page(f"Report: {report.label}", _intro(report, topk, num_queries, seed), report.sections))
+        write_text(report.save_path("index.html"),
+                   render_page(f"Report: {report.label}", _intro(report, topk, num_queries, seed), report.sections))
     return [path for report in reports for path in report.written]
 
 
@@ -189,7 +191,8 @@ def _target_section(
         image, missing = draw_ranked_results(
             _ranked_rows(outputs, ranking, chosen), RankedLayout(num_rows=len(chosen), topk=ranking.indices.shape[1])
         )
-        image.save(report.save_path(name))
+        with atomic_write(report.save_path(name)) as stream:
+            image.save(stream, format="PNG")
         report.missing_frames += missing
         section.figures.append((name, _ranked_caption(outputs.protocol, ranking, chosen, seed)))
     else:

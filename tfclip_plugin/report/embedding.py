@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .outputs import TestOutputs
+from ..files.test_outputs import TestOutputs
 
 MIN_TRACKLETS = 5
 

@@ -11,10 +11,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from ..files.atomic import atomic_write
 from .events import Series
 
 DPI = 100
 _TRAIN_TAGS_NOT_LOSSES = ("Train/time", "Train/data")
+
+
+def save_figure(fig: Figure, path: str) -> None:
+    """Write ``fig`` to ``path`` atomically, in the format its extension names."""
+    with atomic_write(path) as stream:
+        fig.savefig(stream, format=path.rsplit(".", 1)[-1])
 
 
 def plot_cmc_panels(panels: Mapping[str, Mapping[str, np.ndarray]], path: str, title: str = "") -> None:
@@ -35,7 +42,7 @@ def plot_cmc_panels(panels: Mapping[str, Mapping[str, np.ndarray]], path: str, t
         ax.legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def identity_colours(num: int) -> np.ndarray:
@@ -81,7 +88,7 @@ def plot_feature_maps(
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def _training_panels(scalars: Mapping[str, Series]) -> Dict[str, Tuple[Dict[str, Series], str, bool]]:
@@ -134,5 +141,5 @@ def plot_training_curves(scalars: Mapping[str, Series], path: str, title: str = 
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.savefig(path)
+    save_figure(fig, path)
     return True

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .. import evaluation, host
-from .outputs import TestOutputs
+from ..files.test_outputs import TestOutputs
 
 _QUERY_CHUNK = 1024
 

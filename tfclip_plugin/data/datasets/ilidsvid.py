@@ -57,7 +57,7 @@ class iLIDSVID(TrackletSamplingMixin, host.iLIDSVID):
 
 
 class iLIDSVIDTFCLIP(TrackletSamplingMixin, host.VideoDataset):
-    """iLIDS-VID as the reference TF-CLIP code evaluates it (tfclip-reference.md 6.3), registered as
+    """iLIDS-VID as the reference TF-CLIP code evaluates it (AsuradaYuci/TF-CLIP ``datasets/set/ilidsvidsequence.py``, ``datasets/seqpreprocessor.py``), registered as
     ``ilidsvid_tfclip``.
 
     - The halves are swapped relative to torchreid: train = ``ls_set[split_id, :N/2]`` (N = 300), test =

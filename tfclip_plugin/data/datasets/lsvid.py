@@ -1,4 +1,4 @@
-"""LS-VID (Li et al., ICCV 2019), absent from torchreid; parsed as the reference does (tfclip-reference.md 6.2).
+"""LS-VID (Li et al., ICCV 2019), absent from torchreid; parsed as the reference does (AsuradaYuci/TF-CLIP ``datasets/set/lsvid.py``).
 
 Layout (docs/datasets.md), under ``<root>/LS-VID`` (or ``<root>/lsvid``):
 ``list_sequence/list_seq_train.txt``, ``list_sequence/list_seq_test.txt`` and ``test/data/info_test.mat``,

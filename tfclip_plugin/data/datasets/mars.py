@@ -1,6 +1,6 @@
 """MARS: torchreid's parser with TF-CLIP's sampling and layout errors that name the missing file.
 
-torchreid's ``Mars`` parses exactly as the reference (tfclip-reference.md 6.1): query = the test rows listed
+torchreid's ``Mars`` parses exactly as the reference (AsuradaYuci/TF-CLIP ``datasets/set/mars.py``): query = the test rows listed
 in ``info/query_IDX.mat``, gallery = the other test rows, junk (pid -1) dropped, distractors (pid 0) kept,
 camera ids 0..5, training labels in ascending pid order, frames in ``info/*_name.txt`` order. The
 TF-CLIP protocol (gallery = query + gallery) is applied by the evaluation, not here.

@@ -1,6 +1,13 @@
-"""Loading TF-CLIP weights: the official checkpoints (three generations) and our own.
+"""Loading trained weights into a model, one entry point per origin.
 
-Official checkpoints (tfclip-reference.md sections 0 and 9) are plain state dicts saved by the reference:
+- :func:`load_tfclip_state_dict`: our own checkpoints (strict);
+- :func:`load_official_checkpoint`: the official TF-CLIP checkpoints (three generations, below);
+- :func:`load_matching_weights`: torchreid's rule for any model (entries matching by name and shape), used for
+  torchreid models and files written by torchreid's engines;
+- :func:`load_weights`: reads a file (``weights_only=True``) and picks the right one of the above.
+
+Official checkpoints are plain state dicts saved by the reference (AsuradaYuci/TF-CLIP, ``train.py`` saves
+``model.state_dict()``):
 - 'github': the GitHub code's names, ``SSP.*`` (released SSP) and ``TMD.resblocks.0.*``;
 - 'mars-release': the MARS Baidu checkpoint, the same modules under ``prompts_generator.*`` and ``SAT.*``;
 - 'pre-release': the LS-VID / iLIDS Baidu checkpoints, ``SAT.*`` and the paper SSP under ``prompts_generator.*``.
@@ -14,9 +21,9 @@ import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-import torch
 from torch import Tensor, nn
 
+from ..files.checkpoint_file import load_checkpoint, state_dict_of
 from .ssp import PaperSSP, ReleasedSSP
 from .temporal import TemporalMemoryDiffusion
 
@@ -38,12 +45,12 @@ def _read(source: Union[str, os.PathLike, StateDict], what: str) -> Dict[str, Te
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"{what}: no such file '{source}'")
-        source = torch.load(source, map_location="cpu", weights_only=True)
+        source = load_checkpoint(str(source))
     if isinstance(source, Mapping) and isinstance(source.get("state_dict"), Mapping):
         source = source["state_dict"]
     if not isinstance(source, Mapping) or not source or not all(isinstance(v, Tensor) for v in source.values()):
         raise ValueError(f"{what}: expected a state dict of tensors (or a dict with one under 'state_dict')")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in source.items()}
+    return state_dict_of(source)
 
 
 def checkpoint_generation(state_dict: StateDict) -> str:
@@ -188,3 +195,47 @@ def load_tfclip_state_dict(model: nn.Module, state_dict: Union[str, os.PathLike,
                          + "; ".join(p for p in parts if p))
     _check_shapes(list(loaded.items()), target, model, what)
     model.load_state_dict(loaded)
+
+
+def load_matching_weights(model: nn.Module, state_dict: StateDict) -> Dict[str, list]:
+    """Load the entries whose name and shape match ``model`` (torchreid's ``load_pretrained_weights`` rule).
+
+    Returns ``{'loaded': [...], 'discarded': [...] (in the file, not loadable), 'missing': [...] (kept as is)}``.
+    """
+    own = model.state_dict()
+    loaded = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(loaded, strict=False)
+    return {
+        "loaded": sorted(loaded),
+        "discarded": sorted(set(state_dict) - set(loaded)),
+        "missing": sorted(set(own) - set(loaded)),
+    }
+
+
+def is_tfclip_state_dict(state_dict: StateDict) -> bool:
+    """True for our own TF-CLIP weights (a CLIP-Memory buffer and ``backbone.visual.*`` tensors)."""
+    return "memory" in state_dict and any(key.startswith("backbone.visual.") for key in state_dict)
+
+
+def load_weights(model: nn.Module, path: str) -> Dict[str, Any]:
+    """``model.load_weights``: read ``path`` with ``weights_only=True`` and load it into ``model``.
+
+    A TF-CLIP model takes our checkpoints strictly (:func:`load_tfclip_state_dict`) and official TF-CLIP
+    files (:func:`load_official_checkpoint`); any other model takes the entries that match by name and shape
+    (:func:`load_matching_weights`), and a file with no such entry is an error. Returns a report whose
+    ``loaded`` is the number of tensors loaded.
+    """
+    state = state_dict_of(load_checkpoint(path))
+    if hasattr(model, "set_memory"):
+        if is_tfclip_state_dict(state):
+            load_tfclip_state_dict(model, state)
+            return {"origin": "tfclip_plugin", "loaded": len(state)}
+        try:
+            return {"origin": "official TF-CLIP", **load_official_checkpoint(model, state)}
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+    report = load_matching_weights(model, state)
+    if not report["loaded"]:
+        raise ValueError(f"{path}: no entry matches the model {type(model).__name__} by name and shape")
+    return {"origin": "name and shape match", "loaded": len(report["loaded"]),
+            "discarded": len(report["discarded"]), "missing": len(report["missing"])}

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, ``weights_only`` reads, resume.
+"""The plugin's checkpoint file: names, atomic writes, ``weights_only`` reads, resume.
 
 A checkpoint is torchreid's dict (``state_dict``, ``epoch`` = epochs done, ``rank1``, ``optimizer``,
 ``scheduler``) with ``rank1`` as a Python float (torchreid's ``np.float32`` cannot be read with
@@ -11,33 +11,51 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import uuid
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_write
+
+CHECKPOINT_DIR = "model"
+LATEST_CHECKPOINT = "checkpoint-latest.pth.tar"
+EPOCH_CHECKPOINT_PREFIX = "model.pth.tar-"
+BEST_CHECKPOINT = "model-best.pth.tar"
+
+
+def checkpoint_path(save_dir: str, kind: str, epoch: int = 0) -> str:
+    """Where a run in ``save_dir`` keeps a checkpoint: ``kind`` 'latest' (after every epoch), 'epoch'
+    (``model.pth.tar-<epoch>``, torchreid's name) or 'best' (test-set selection)."""
+    names = {"latest": LATEST_CHECKPOINT, "epoch": f"{EPOCH_CHECKPOINT_PREFIX}{epoch}", "best": BEST_CHECKPOINT}
+    if kind not in names:
+        raise ValueError(f"checkpoint kind must be one of {', '.join(names)}; got {kind!r}")
+    return os.path.join(save_dir, CHECKPOINT_DIR, names[kind])
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors inside nested dicts, lists and tuples (about a checkpoint's size)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
 
 def save_checkpoint(state: Dict[str, Any], path: str) -> str:
-    """Write ``state`` to ``path`` atomically (temporary file in the same folder, flush + fsync, rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp_path, "xb") as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    """Write ``state`` to ``path`` atomically (``files.atomic.atomic_write``); returns ``path``.
+
+    Raises ``WriteFailedError`` naming the path, the size needed and the free space when the disk refuses it.
+    """
+    with atomic_write(path, "wb", size_hint=_tensor_bytes(state)) as stream:
+        torch.save(state, stream)
     return path
 
 
-def _numpy_scalar_globals() -> list:
+def numpy_scalar_globals() -> list:
     """What a torchreid checkpoint's ``np.float32`` rank1 unpickles through (numpy 1.x and 2.x names)."""
     core = getattr(np, "_core", None) or np.core
     names = [core.multiarray.scalar, np.dtype]
@@ -55,7 +73,7 @@ def load_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu") -
         raise FileNotFoundError(f"checkpoint not found: {path}")
     allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     # the context removes what it added on exit: add only what is not allowed already (add_safe_globals)
-    extra = [g for g in _numpy_scalar_globals() if g not in torch.serialization.get_safe_globals()] if allow else []
+    extra = [g for g in numpy_scalar_globals() if g not in torch.serialization.get_safe_globals()] if allow else []
     try:
         with allow(extra) if allow else contextlib.nullcontext():
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -68,21 +86,6 @@ def state_dict_of(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     with DataParallel's ``module.`` prefixes removed."""
     state = checkpoint.get("state_dict", checkpoint)
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-
-
-def load_matching_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> Dict[str, list]:
-    """Load the entries whose name and shape match ``model`` (torchreid's ``load_pretrained_weights`` rule).
-
-    Returns ``{'loaded': [...], 'discarded': [...] (in the file, not loadable), 'missing': [...] (kept as is)}``.
-    """
-    own = model.state_dict()
-    loaded = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(loaded, strict=False)
-    return {
-        "loaded": sorted(loaded),
-        "discarded": sorted(set(state_dict) - set(loaded)),
-        "missing": sorted(set(own) - set(loaded)),
-    }
 
 
 def rng_state() -> Dict[str, Any]:

@@ -1,6 +1,6 @@
-"""What a test run leaves in its folder: ``test_outputs/<target>.npz``, ``results.json``.
+"""``test_outputs/<target>.npz``: the test features of a run, written by the engine and read by the report.
 
-The ``.npz`` format is the engine's (one file per test dataset):
+One file per test dataset:
 ``query_features`` / ``gallery_features`` (N, D) float16, L2-normalised; ``query_pids``, ``query_camids``,
 ``gallery_pids``, ``gallery_camids`` (N,) int64; ``query_frames`` / ``gallery_frames`` (N, 4) str, evenly
 spaced frame paths of each tracklet; ``protocol`` () str.
@@ -8,18 +8,51 @@ spaced frame paths of each tracklet; ``protocol`` () str.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .. import evaluation
+from .atomic import atomic_write
 
 TEST_OUTPUTS_DIR = "test_outputs"
-RESULTS_FILE = "results.json"
 _SPLIT_KEYS = ("features", "pids", "camids", "frames")
+FRAMES_PER_TRACKLET = 4
+
+
+def target_outputs_path(run_dir: str, target: str) -> str:
+    """``<run_dir>/test_outputs/<target>.npz``."""
+    return os.path.join(run_dir, TEST_OUTPUTS_DIR, f"{target}.npz")
+
+
+def evenly_spaced_frames(tracklets: Sequence[tuple], count: int = FRAMES_PER_TRACKLET) -> np.ndarray:
+    """(N, count) str: ``count`` evenly spaced frame paths of each tracklet (repeated for short ones)."""
+    rows = []
+    for item in tracklets:
+        paths = list(item[0])
+        rows.append([paths[int(i)] for i in np.linspace(0, len(paths) - 1, count).round()])
+    return np.asarray(rows, dtype=str).reshape(len(rows), count)
+
+
+def save_test_outputs(path: str, protocol: str, query: Tuple, gallery: Tuple) -> str:
+    """Write one ``<target>.npz`` atomically; returns ``path``.
+
+    ``query`` / ``gallery`` = (features (N, D), pids (N,), camids (N,), torchreid tracklet tuples); features
+    are stored L2-normalised in float16.
+    """
+    arrays = {"protocol": np.asarray(protocol)}
+    for split, (features, pids, camids, tracklets) in (("query", query), ("gallery", gallery)):
+        arrays[f"{split}_features"] = F.normalize(torch.as_tensor(features).float(), dim=1).numpy().astype(np.float16)
+        arrays[f"{split}_pids"] = np.asarray(pids, dtype=np.int64)
+        arrays[f"{split}_camids"] = np.asarray(camids, dtype=np.int64)
+        arrays[f"{split}_frames"] = evenly_spaced_frames(tracklets)
+    with atomic_write(path, "wb") as stream:
+        np.savez(stream, **arrays)
+    return path
 
 
 @dataclass
@@ -107,18 +140,3 @@ def load_test_outputs(path: str) -> TestOutputs:
         raise ValueError(f"{path}: unknown protocol {protocol!r}; expected one of {', '.join(evaluation.PROTOCOLS)}")
     target = os.path.splitext(os.path.basename(path))[0]
     return TestOutputs(target=target, path=path, protocol=protocol, **fields)
-
-
-def load_results(run_dir: str) -> Dict[str, Any]:
-    """``results.json`` of a run as a dict (empty when the run has none)."""
-    path = os.path.join(run_dir, RESULTS_FILE)
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        try:
-            results = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(results, dict):
-        raise ValueError(f"{path}: expected a JSON object; got {type(results).__name__}")
-    return results

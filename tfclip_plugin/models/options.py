@@ -1,0 +1,69 @@
+"""The closed set of model options: the ``tfclip.*`` config keys that decide how a TF-CLIP model is built.
+
+``ModelOptions`` is the one place that names them, with their types and defaults; the config's ``tfclip``
+node takes its model-key defaults from here (``config.model_options`` builds one from a config), and
+``build_tfclip(..., **options)`` accepts exactly these keywords.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Tuple
+
+from .ssp import SSP_NAMES
+from .temporal import TEMPORAL_NAMES
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How a TF-CLIP model is built (besides its name, class and camera counts and input size).
+
+    clip_weights: '' (random towers), a CLIP weights file (OpenAI TorchScript archive, state dict, open_clip
+        checkpoint) or 'openai' (open_clip's download); loaded when the model is built with ``pretrained``.
+    memory: CLIP-Memory + SSP + V2M loss (False: the supplement's Table 7 rows "without CLIP-M").
+    ssp: 'paper' | 'released' | 'none'; ssp_layers: SSP decoder layers.
+    temporal: 'tmd' | 'tap' | 'conv1d' | 'transf' | 'transf_cls'.
+    sie: camera embedding on the ViT's CLS token (the CNN has none); sie_coe: its scale.
+    stride: ViT patch stride (16, or 12 for overlapping patches).
+    vision_width, vision_layers, embed_dim: tower sizes, 0 = the architecture's own (small values build
+        tiny towers for tests and the demo).
+    grad_checkpointing: activation checkpointing of the visual transformer blocks.
+    """
+
+    clip_weights: str = ""
+    memory: bool = True
+    ssp: str = "paper"
+    ssp_layers: int = 2
+    temporal: str = "tmd"
+    sie: bool = True
+    sie_coe: float = 1.0
+    stride: int = 16
+    vision_width: int = 0
+    vision_layers: int = 0
+    embed_dim: int = 0
+    grad_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.temporal not in TEMPORAL_NAMES:
+            raise ValueError(f"unknown tfclip.temporal '{self.temporal}'; expected one of {', '.join(TEMPORAL_NAMES)}")
+        if self.ssp not in SSP_NAMES:
+            raise ValueError(f"unknown tfclip.ssp '{self.ssp}'; expected one of {', '.join(SSP_NAMES)}")
+        if self.ssp_layers < 1:
+            raise ValueError(f"tfclip.ssp_layers must be at least 1; got {self.ssp_layers}")
+
+    @classmethod
+    def names(cls) -> Tuple[str, ...]:
+        """The option names, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_kwargs(cls, **options: Any) -> "ModelOptions":
+        """``ModelOptions(**options)``, with a ``TypeError`` that lists the valid names for unknown ones."""
+        unknown = sorted(set(options) - set(cls.names()))
+        if unknown:
+            raise TypeError(f"unknown TF-CLIP model option(s) {', '.join(unknown)}; valid options: "
+                            f"{', '.join(cls.names())}")
+        return cls(**options)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The options as keyword arguments of ``build_tfclip``."""
+        return asdict(self)
