@@ -1,5 +1,4 @@
 """Distributed helpers in one process: what they do outside a process group, SyncBatchNorm conversion, refusals."""
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

@@ -31,8 +31,8 @@ from .models import ARCHITECTURES, TFCLIP, ModelOptions, build_tfclip, load_tfcl
 class CheckpointArchitecture:
     """What a TF-CLIP checkpoint was built with.
 
-    ``options`` holds the model options (``ModelOptions`` fields); ``from_config`` is False for files without our run config
-    (e.g. written by torchreid's own engines), whose options, input size and normalisation then come from
+    ``options`` holds the model options (``ModelOptions`` fields); ``from_config`` is False for files without our
+    run config (e.g. written by torchreid's own engines), whose options, input size and normalisation then come from
     the active plugin config; the class and camera counts always come from the weights.
     """
 

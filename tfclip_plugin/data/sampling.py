@@ -80,8 +80,8 @@ def sliding_windows(num_frames: int, window: int = 8, stride: int = 4) -> List[T
 
 
 def subtracklet_bounds(num_frames: int, length: int = 48) -> List[Tuple[int, int]]:
-    """LS-VID training pieces (AsuradaYuci/TF-CLIP ``datasets/set/lsvid.py``): n // length pieces of ``length`` frames, the last one
-    taking the remainder. A tracklet shorter than ``length`` (which the reference drops) stays one piece,
+    """LS-VID training pieces (AsuradaYuci/TF-CLIP ``datasets/set/lsvid.py``): n // length pieces of ``length``
+    frames, the last one taking the remainder. A tracklet shorter than ``length`` (which the reference drops) stays one piece,
     and ``length`` 0 keeps every tracklet whole."""
     if num_frames < 1:
         raise ValueError(f"a tracklet needs at least one frame; got num_frames={num_frames}")

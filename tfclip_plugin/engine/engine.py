@@ -19,8 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import host
 from ..distributed import (
-    backend, convert_bnnecks_to_sync_bn, distributed_train_loader, is_main_process, load_on_main_process, main_process_value,
-    rank, world_size,
+    backend, convert_bnnecks_to_sync_bn, distributed_train_loader, is_main_process, load_on_main_process,
+    main_process_value, rank, world_size,
 )
 from ..files.checkpoint_file import load_checkpoint, state_dict_of
 from .features import autocast

@@ -1,4 +1,5 @@
-"""Sequence-Specific Prompt (SSP): adapts the CLIP-Memory to each training clip (AsuradaYuci/TF-CLIP ``model/make_model_clipreid.py:323-428``).
+"""Sequence-Specific Prompt (SSP): adapts the CLIP-Memory to each training clip (AsuradaYuci/TF-CLIP
+``model/make_model_clipreid.py:323-428``).
 
 Both variants take the memory M (C, E) and a clip's video tokens V (B, L, E) (all projected tokens averaged
 over frames) and return the prompt P (B, C, E); the V2M logits use M + P.

@@ -1,7 +1,7 @@
 """Temporal modules (``tfclip.temporal``): TMD and the alternatives of supplement Table 5.
 
-- 'tmd' (``TemporalMemoryDiffusion``, AsuradaYuci/TF-CLIP ``model/make_model_clipreid.py:55-119``): one block after the backbone on the
-  (detached) tokens of every frame. TMC: the mean token of each frame -> Linear -> self-attention across the
+- 'tmd' (``TemporalMemoryDiffusion``, AsuradaYuci/TF-CLIP ``model/make_model_clipreid.py:55-119``): one block
+  after the backbone on the (detached) tokens of every frame. TMC: the mean token of each frame -> Linear -> self-attention across the
   T frames of the clip (residual) = one memory token per frame. MD: the memory token is appended *last* to its
   frame's tokens and one CLIP residual block (attention + QuickGELU MLP) runs over the L+1 tokens of each frame.
   Frame feature = mean over all L+1 output tokens; sequence feature = mean over frames.
