@@ -2,14 +2,15 @@
 one feature per image (one-frame clips, no camera embedding), and clear refusals."""
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import tfclip_plugin  # noqa: F401  (registers tfclip_vit / tfclip_rn50 into torchreid)
-from tfclip_plugin import host
+import tfclip_plugin
+from tfclip_plugin import host, registry
 from tfclip_plugin.files.checkpoint_file import load_checkpoint, save_checkpoint
 from tfclip_plugin.config import activated_config, get_default_config
 from tfclip_plugin.data import CLIP_MEAN, CLIP_STD, generate_synthvid
@@ -184,3 +185,55 @@ def test_without_checkpoint_the_model_is_built_at_the_extractor_size():
     assert fe.model.backbone.image_size == (96, 48) and fe.model.num_classes == 1
     assert fe(torch.rand(2, 3, 96, 48)).shape == (2, 192)
     assert host.feature_extractor_arguments() is None
+
+
+def test_a_registered_checkpoint_name_needs_no_call_stack_lookup(trained, crops, monkeypatch):
+    checkpoint, _ = trained
+    fallback = extractor(model_path=checkpoint)(crops)
+
+    def no_stack_lookup():
+        raise AssertionError("the registered route must not inspect the call stack")
+
+    monkeypatch.setattr(host, "feature_extractor_arguments", no_stack_lookup)
+    try:
+        assert tfclip_plugin.register_checkpoint("tfclip_synthvid", checkpoint) == "tfclip_synthvid"
+        built = host.models.build_model("tfclip_synthvid", num_classes=1)
+        saved = load_checkpoint(checkpoint)["state_dict"]
+        assert built.num_classes == TRAIN_IDS and all(torch.equal(v, saved[k]) for k, v in built.state_dict().items())
+        features = extractor("tfclip_synthvid", model_path=checkpoint)(crops)
+        torch.testing.assert_close(features, fallback, rtol=1e-5, atol=1e-5)
+        assert tfclip_plugin.register_checkpoint("tfclip_synthvid", checkpoint)  # a name may be registered again
+    finally:
+        host.model_factory().pop("tfclip_synthvid", None)
+        registry._CHECKPOINT_MODELS.pop("tfclip_synthvid", None)
+
+
+def test_register_checkpoint_refuses_taken_names_and_bad_files(trained, tmp_path):
+    with pytest.raises(ValueError, match="'osnet_x1_0' is already a torchreid model name; choose another name"):
+        tfclip_plugin.register_checkpoint("osnet_x1_0", trained[0])
+    with pytest.raises(FileNotFoundError, match="register_checkpoint: checkpoint not found: .*absent.pth"):
+        tfclip_plugin.register_checkpoint("mine", str(tmp_path / "absent.pth"))
+    other = str(tmp_path / "official.pth")
+    torch.save({"image_encoder.conv1.weight": torch.zeros(4, 3, 16, 16)}, other)
+    with pytest.raises(ValueError, match="not a tfclip_plugin TF-CLIP checkpoint"):
+        tfclip_plugin.register_checkpoint("mine", other)
+    assert "mine" not in host.model_factory()
+
+
+def test_building_a_one_class_model_outside_the_extractor_warns(trained):
+    class OwnInit(host.FeatureExtractor):
+        """An extractor that builds and loads by name itself, without FeatureExtractor.__init__."""
+
+        def __init__(self, path):
+            self.model = host.models.build_model("tfclip_vit", num_classes=1, pretrained=False)
+            host.load_pretrained_weights(self.model, path)
+
+    expected = r"tfclip_vit built with num_classes=1 outside torchreid's FeatureExtractor.*register_checkpoint"
+    with activated_config(tiny_config()):
+        with pytest.warns(UserWarning, match=expected):
+            OwnInit(trained[0])
+        with pytest.warns(UserWarning, match=expected):
+            host.models.build_model("tfclip_vit", num_classes=1, pretrained=False)  # a wrapper's own call
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert host.models.build_model("tfclip_vit", num_classes=5, pretrained=False).num_classes == 5

@@ -23,7 +23,11 @@ DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file s
 
 class WriteFailedError(OSError):
     """A file could not be written (no space, quota, file size limit, permissions); the previous file at
-    the path, if any, is intact."""
+    the path, if any, is intact. ``errno`` is the underlying error's; ``str()`` is the message alone."""
+
+    def __init__(self, code: Optional[int], message: str) -> None:
+        super().__init__(message)
+        self.errno = code
 
 
 def temporary_path(path: str) -> str:
@@ -55,6 +59,18 @@ def describe_write_failure(path: str, error: OSError, written: Optional[int] = N
     except OSError:
         pass
     return "; ".join(parts) + ". The previous file at that path, if any, is unchanged."
+
+
+def disk_error(error: BaseException) -> Optional[OSError]:
+    """The OSError with a disk, quota, size-limit or permission errno behind ``error``: itself, or one in its
+    ``__cause__`` / ``__context__`` chain (``torch.save`` re-raises a failed write as a RuntimeError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _fsync_folder(folder: str) -> None:
@@ -106,8 +122,9 @@ def atomic_write(path: str, mode: str = "wb", encoding: Optional[str] = None,
                 stream.close()
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
-        if isinstance(error, OSError) and error.errno in DISK_ERRORS and not isinstance(error, WriteFailedError):
-            raise WriteFailedError(error.errno, describe_write_failure(path, error, written, size_hint)) from error
+        cause = disk_error(error)
+        if cause is not None and not isinstance(error, WriteFailedError):
+            raise WriteFailedError(cause.errno, describe_write_failure(path, cause, written, size_hint)) from error
         raise
 
 
