@@ -1,4 +1,5 @@
 import json
+import runpy
 import subprocess
 import sys
 
@@ -70,10 +71,18 @@ def test_help_documents_every_flag_and_subcommand():
     text = build_main_parser().format_help()
     for flag in ("--config-file", "--sources", "--targets", "--transforms", "--root", "--model", "opts"):
         assert flag in text
-    for sub in ("demo", "complexity", "report"):
+    for sub in ("demo", "complexity", "report", "download-weights"):
         assert sub in text
     out = subprocess.run([sys.executable, "-m", "tfclip_plugin", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--config-file" in out.stdout and "complexity" in out.stdout
+
+
+def test_python_dash_m_exits_with_the_status_of_the_command(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["tfclip_plugin", "train.max_eopch", "2"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("tfclip_plugin", run_name="__main__")
+    assert exited.value.code == 2
+    assert "tfclip-reid: error: unknown config key 'train.max_eopch'" in capsys.readouterr().err
 
 
 def test_configs_load_with_reference_recipes():
