@@ -2,7 +2,7 @@
 
 Each run is the real command line (``python -m tfclip_plugin``) in a child process on a small synthvid.
 The error messages for bad input are tested beside the code that raises them (test_cli, test_data_*,
-test_models_*, test_engine_*); the README's Troubleshooting section lists them.
+test_models_*, test_engine_*); docs/troubleshooting.md lists them.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """ONNX export of a TF-CLIP model's eval forward, and its check against torch with onnxruntime.
 
 The graph is exported by ``torch.onnx.export(..., dynamo=True)`` (``torch.export`` + onnxscript): the legacy
-TorchScript exporter (``dynamo=False``) bakes the batch size into the reshapes of ``nn.MultiheadAttention``
-inside TMD, so its graph fails on any other batch size. Inputs have a dynamic batch axis; the clip length,
+TorchScript exporter (``dynamo=False``) bakes the batch size into the reshapes of TMD's attention, so its graph
+fails on any other batch size. Inputs have a dynamic batch axis; the clip length,
 height and width are fixed at export. No camera ids are inputs: the exported features carry no SIE camera
 embedding, as with torchreid's ``FeatureExtractor``.
 
