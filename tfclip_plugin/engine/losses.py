@@ -7,6 +7,10 @@ triplet loss over the global batch of a process group.
 CE is torchreid's label-smoothed cross-entropy (targets (1-eps) one-hot + eps/C, the reference's
 ``CrossEntropyLabelSmooth``); Tri is torchreid's batch-hard triplet loss (Euclidean, margin). Both are the
 reference's definitions. The terms are computed in fp32 whatever the forward precision.
+
+CLIP-ReID's stage-2 loss is the same combination (two ID heads, three triplet features, the image-to-text
+logits ``f_proj @ text_features.T`` in place of the V2M logits, no frame head). Its stage-1 (prompt learning)
+loss is :func:`image_text_contrastive_loss`, built on :class:`SupConLoss`.
 """
 from __future__ import annotations
 
@@ -88,3 +92,37 @@ class CrossRankTripletLoss(nn.Module):
         all_pids = [torch.empty_like(pids) for _ in range(world_size())]
         dist.all_gather(all_pids, pids)
         return self.triplet(all_features, torch.cat(all_pids))
+
+
+class SupConLoss(nn.Module):
+    """CLIP-ReID's supervised contrastive loss (CLIP-ReID loss/supcontrast.py:10-30), computed in fp32.
+
+    ``forward(anchors (B, D), contrasts (N, D), anchor_labels (B,), contrast_labels (N,))`` -> scalar
+
+        L = -mean_i [ (1/|P(i)|) sum_{p in P(i)} log softmax_j(a_i . c_j / tau)_p ],  P(i) = {j: y_j = y_i}
+
+    with unnormalised features and ``temperature`` tau (CLIP-ReID: 1.0). Every anchor needs a positive among
+    the contrasts (the reference divides by zero otherwise).
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, anchors: torch.Tensor, contrasts: torch.Tensor, anchor_labels: torch.Tensor,
+                contrast_labels: torch.Tensor) -> torch.Tensor:
+        positives = anchor_labels[:, None] == contrast_labels[None, :]  # (B, N)
+        counts = positives.sum(dim=1)
+        if not bool((counts > 0).all()):
+            lonely = anchor_labels[counts == 0].unique().tolist()
+            raise ValueError(f"SupConLoss: anchor labels {lonely} have no contrast with the same label")
+        log_prob = (anchors.float() @ contrasts.float().t() / self.temperature).log_softmax(dim=1)
+        return -((log_prob * positives).sum(dim=1) / counts).mean()
+
+
+def image_text_contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, labels: torch.Tensor,
+                                temperature: float = 1.0) -> torch.Tensor:
+    """CLIP-ReID's prompt-learning loss SupCon(V, T) + SupCon(T, V) for image and text features (B, D) of the
+    same identities ``labels`` (B,) (CLIP-ReID processor/processor_clipreid_stage1.py:77-80)."""
+    supcon = SupConLoss(temperature)
+    return supcon(image_features, text_features, labels, labels) + supcon(text_features, image_features, labels, labels)
