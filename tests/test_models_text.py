@@ -1,7 +1,10 @@
-"""CLIP-ReID's text branch (prompts, text encoder, CLIP text weights) and its losses, with parity goldens.
+"""CLIP-ReID's text branch (prompts, text encoder, CLIP text weights), its losses, the text-mode model and the
+CLIP-ReID checkpoint importer, with parity goldens.
 
 ``data/clipreid_parity.npz`` holds outputs of CLIP-ReID's own code (Syliz517/CLIP-ReID at eb1898b) on weights
-from ``generated_tensor`` (see ``data/README.md``); the text-side goldens are checked here at full size.
+from ``generated_tensor`` (see ``data/README.md``); the text-side goldens and a text-mode model loaded from the
+generated CLIP-ReID state dicts (image features with camera ids, training outputs, text features) are checked
+here at full size.
 """
 from __future__ import annotations
 
@@ -16,10 +19,13 @@ import torch
 from open_clip.model import CLIP
 from open_clip.tokenizer import tokenize
 from safetensors.torch import save_file
-from test_models_parity import generated_state_dict, generated_tensor
+from test_models_parity import disable_dropout, generated_state_dict, generated_tensor, parity_images
 from test_models_weights import _save_torchscript
 
 from tfclip_plugin.engine.losses import SupConLoss, TFCLIPLoss, image_text_contrastive_loss
+from tfclip_plugin.models import (
+    ModelOptions, build_tfclip, is_clipreid_state_dict, load_clipreid_checkpoint, load_weights, memory_mode,
+)
 from tfclip_plugin.models.clip_weights import (
     is_torchscript_archive, load_clip_text_state_dict, load_clip_text_weights, read_clip_text_state_dict,
 )
@@ -273,3 +279,292 @@ def test_text_features_from_openai_layout_weights_match_the_reference(golden):
         branch.prompt_learner.cls_ctx.copy_(generated_tensor("prompt_learner.cls_ctx", (NUM_CLASSES, 4, 512)))
         features = branch(torch.tensor(json.loads(str(golden["meta"]))["text_labels"]))
     _assert_relative(features, golden["vit_text_from_clip"])
+
+
+# ---------------------------------------------------------------------------------------------- text-mode model
+
+TINY_MODEL = dict(height=64, width=32, vision_width=64, vision_layers=2, embed_dim=64, text_width=64, text_layers=1)
+CLIPREID_NAMES = {"backbone.visual.": "image_encoder.", "text.prompt_learner.": "prompt_learner.",
+                  "text.text_encoder.": "text_encoder.", "classifier2.": "classifier."}
+
+
+def tiny_text_model(name="tfclip_vit", num_classes=5, num_cameras=3, seed=0, **options):
+    """A tiny text-mode model, CLIP-ReID's architecture unless ``options`` say otherwise."""
+    torch.manual_seed(seed)
+    settings = {**TINY_MODEL, "memory": "text", "temporal": "tap", "ssp": "none", **options}
+    if name == "tfclip_rn50":
+        settings.update(vision_width=8, vision_layers=1, sie=False)
+    return build_tfclip(name, num_classes, num_cameras, **settings)
+
+
+def clipreid_state_dict(model):
+    """``model``'s weights under CLIP-ReID's names (make_model_clipreid's ``state_dict()``), no class table."""
+    renamed = {}
+    for key, value in model.state_dict().items():
+        if key in ("memory", "memory_ready"):
+            continue
+        prefix = next((p for p in CLIPREID_NAMES if key.startswith(p)), "")
+        renamed[CLIPREID_NAMES.get(prefix, "") + key[len(prefix):]] = value.clone()
+    return renamed
+
+
+def test_memory_mode_takes_three_modes_and_reads_the_booleans_of_older_configs():
+    assert [memory_mode(v) for v in (True, False, "True", "false", "clip", "text", "none", "Text")] == [
+        "clip", "none", "clip", "none", "clip", "text", "none", "text"]
+    for bad in ("yes", 1, None, "memory"):
+        with pytest.raises(ValueError, match=r"tfclip.memory must be one of clip, text, none \(or True = 'clip', "
+                                             r"False = 'none'\); got"):
+            memory_mode(bad)
+    assert ModelOptions(memory=False).memory == "none" and ModelOptions(memory=True).memory == "clip"
+    assert ModelOptions().memory == "clip" and (ModelOptions().text_width, ModelOptions().text_layers) == (0, 0)
+    assert build_tfclip("tfclip_vit", 3, 2, **{**TINY_MODEL, "memory": False}).memory_mode == "none"
+
+
+def test_text_mode_model_holds_a_frozen_text_branch_and_gives_text_features():
+    model = tiny_text_model()
+    assert isinstance(model.text, TextBranch) and model.ssp is None and model.memory_mode == "text"
+    text_params = {n for n, p in model.named_parameters() if n.startswith("text.")}
+    assert "text.prompt_learner.cls_ctx" in text_params
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("text."))
+    assert model.text.prompt_learner.cls_ctx.shape == (5, 4, 64)
+    assert len(model.text.text_encoder.transformer.resblocks) == 1
+    assert model.feature_dim == 64 + 64  # [f_cls | f_proj], no temporal part with 'tap'
+    labels = torch.tensor([4, 0, 4])
+    with torch.no_grad():
+        features = model.text_features(labels)
+        torch.testing.assert_close(features, model.text.text_features(labels))
+        table = model.identity_text_features(batch_size=2)
+    assert features.shape == (3, 64) and table.shape == (5, 64)
+    torch.testing.assert_close(table[labels], features)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\); got \[0, 5\]"):
+        model.text_features(torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="expected labels as a 1-D integer tensor"):
+        model.text_features(torch.tensor([[0]]))
+    clip_mode = build_tfclip("tfclip_vit", 5, 3, **{**TINY_MODEL, "memory": "clip"})
+    assert clip_mode.text is None and "text.prompt_learner.cls_ctx" not in clip_mode.state_dict()
+    with pytest.raises(ValueError, match="text features need a model built with tfclip.memory 'text'; this one has "
+                                         "'clip'"):
+        clip_mode.text_features(labels)
+    tmd = tiny_text_model(temporal="tmd")
+    assert tmd.feature_dim == 64 + 64 + 64
+    rn50 = tiny_text_model("tfclip_rn50")
+    assert rn50.feature_dim == 256 + 64  # CLIP-ReID's RN50 keeps the pooled layer4 map: [img_feature | proj]
+    assert build_tfclip("tfclip_rn50", 5, 3, **{**TINY_MODEL, "vision_width": 8, "vision_layers": 1,
+                                                 "sie": False, "temporal": "tap"}).feature_dim == 64
+
+
+def test_text_mode_refuses_a_branch_that_does_not_fit():
+    from tfclip_plugin.models import TFCLIP
+    from tfclip_plugin.models.backbone import build_backbone
+
+    backbone = build_backbone("vit", 64, 32, vision_width=64, vision_layers=1, embed_dim=64)
+    with pytest.raises(ValueError, match="a text branch goes with tfclip.memory 'text' and only with it; got memory "
+                                         "'clip' and a text branch"):
+        TFCLIP(backbone, 5, memory="clip", text=build_text_branch("vit", 5, 64, 1, 64))
+    with pytest.raises(ValueError, match="got memory 'text' and no text branch"):
+        TFCLIP(backbone, 5, memory="text")
+    with pytest.raises(ValueError, match="the text branch projects to 32 dimensions but the visual tower to 64"):
+        TFCLIP(backbone, 5, memory="text", text=build_text_branch("vit", 5, 64, 1, 32))
+
+
+def test_text_mode_training_adds_the_penultimate_feature_and_image_to_text_logits():
+    model = tiny_text_model().train()
+    disable_dropout(model)
+    clips, cams = torch.randn(2, 3, 3, 64, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 2])
+    with torch.no_grad():
+        out = model(clips, cams)
+        assert out.i2t_logits is None and out.v2m_logits is None  # the text features are not set yet
+        assert len(out.logits) == 2 and out.frame_logits is None
+        f_last, f_cls, f_proj = out.features
+        offsets = model._camera_offsets(cams, 2, 3)
+        frames, penultimate = model.backbone.forward_with_penultimate(clips.flatten(0, 1), offsets)
+        torch.testing.assert_close(f_last, penultimate.unflatten(0, (2, 3)).mean(1))
+        torch.testing.assert_close(f_cls, frames.cls.unflatten(0, (2, 3)).mean(1))
+        table = model.identity_text_features()
+        model.set_memory(table)
+        out = model(clips, cams)
+        torch.testing.assert_close(out.i2t_logits, out.features[2] @ table.t())  # raw dot products, no temperature
+        assert out.v2m_logits is None
+        model.eval()
+        torch.testing.assert_close(model(clips, cams), torch.cat([f_cls, f_proj], dim=1))
+    tmd = tiny_text_model(temporal="tmd").train()
+    out = tmd(clips, cams)
+    assert len(out.features) == 4 and len(out.logits) == 3 and out.frame_logits.shape == (6, 5)
+    frames_out = tmd(clips[:, 0], cams)  # frames (N, 3, H, W): torchreid's convention, the logits
+    assert isinstance(frames_out, list) and len(frames_out) == 3
+
+
+def test_memory_none_builds_neither_table_logits_nor_ssp():
+    model = build_tfclip("tfclip_vit", 5, 3, **{**TINY_MODEL, "memory": "none", "ssp": "paper"}).train()
+    assert model.ssp is None and model.text is None
+    model.set_memory(torch.randn(5, 64))
+    out = model(torch.randn(2, 2, 3, 64, 32), torch.tensor([0, 1]))
+    assert out.v2m_logits is None and out.i2t_logits is None and len(out.features) == 3
+
+
+def test_text_mode_ssp_refines_the_text_table_as_it_does_the_clip_memory():
+    model = tiny_text_model(ssp="paper").train()
+    disable_dropout(model)
+    table = torch.randn(5, 64)
+    model.set_memory(table)
+    clips = torch.randn(2, 2, 3, 64, 32)
+    with torch.no_grad():
+        out = model(clips)
+        frames = model.backbone(clips.flatten(0, 1))
+        video = model.backbone.project(frames.tokens.unflatten(0, (2, -1)).mean(1))
+        expected = torch.einsum("be,bce->bc", out.features[2], table + model.ssp(table, video))
+    torch.testing.assert_close(out.i2t_logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_clip_weights_fill_both_towers_from_one_read_of_the_file(tmp_path, monkeypatch):
+    from tfclip_plugin.models import clip_weights
+
+    clip = _tiny_clip().eval()
+    torch.save(clip.state_dict(), tmp_path / "clip.pt")
+    reads = []
+    original = clip_weights._read_state_dict
+    monkeypatch.setattr(clip_weights, "_read_state_dict", lambda *a: reads.append(a) or original(*a))
+    model = tiny_text_model(pretrained=True, clip_weights=str(tmp_path / "clip.pt"), vision_layers=1, text_layers=1)
+    assert len(reads) == 1
+    torch.testing.assert_close(model.backbone.visual.conv1.weight, clip.visual.conv1.weight)
+    ours, theirs = _expected_text_features(clip, model.text, torch.tensor([0, 3]))
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- CLIP-ReID, full size
+
+
+def _clipreid_model(golden, arch):
+    name, sie = {"vit": ("tfclip_vit", True), "rn50": ("tfclip_rn50", False)}[arch]
+    torch.manual_seed(0)
+    model = build_tfclip(name, NUM_CLASSES, 6, memory="text", temporal="tap", ssp="none", sie=sie)
+    report = load_clipreid_checkpoint(model, generated_state_dict(json.loads(str(golden["layouts"]))[arch]))
+    return model, report
+
+
+@pytest.fixture(scope="module")
+def clipreid_vit(golden):
+    return _clipreid_model(golden, "vit")
+
+
+@pytest.fixture(scope="module")
+def clipreid_rn50(golden):
+    return _clipreid_model(golden, "rn50")
+
+
+def _check_clipreid_model(golden, model, arch, images, cams):
+    meta = json.loads(str(golden["meta"]))
+    model.eval()
+    with torch.no_grad():
+        _assert_relative(model(images, cams), golden[f"{arch}_eval"])
+        _assert_relative(model.encode_for_memory(images[:, None]), golden[f"{arch}_image"])
+        text = model.text_features(torch.tensor(meta["text_labels"]))
+        _assert_relative(text, golden[f"{arch}_text"])
+        torch.testing.assert_close(model.memory[meta["text_labels"]], text)  # the table computed on import
+        model.train()
+        disable_dropout(model)
+        out = model(images[:, None], cams)
+    for ours, key in zip(out.logits, ("cls_score", "cls_score_proj")):
+        _assert_relative(ours, golden[f"{arch}_{key}"])
+    for ours, key in zip(out.features, ("img_feature_last", "img_feature", "img_feature_proj")):
+        _assert_relative(ours, golden[f"{arch}_{key}"])
+    torch.testing.assert_close(out.i2t_logits, out.features[2] @ model.memory.t())
+
+
+def test_clipreid_vit_with_sie_is_the_reference_model(golden, clipreid_vit):
+    model, report = clipreid_vit
+    assert report == {"origin": "CLIP-ReID", "architecture": "vit", "loaded": 316, "num_classes": NUM_CLASSES,
+                      "num_cameras": 6}
+    cams = torch.tensor(json.loads(str(golden["meta"]))["vit_cams"])
+    _check_clipreid_model(golden, model, "vit", parity_images(3), cams)
+    model.eval()
+    with torch.no_grad():
+        _assert_relative(model(parity_images(3)), golden["vit_eval_no_cam"])
+    assert model.feature_dim == 1280
+
+
+def test_clipreid_rn50_is_the_reference_model(golden, clipreid_rn50):
+    model, report = clipreid_rn50
+    assert report["architecture"] == "rn50" and report["loaded"] == 502 and report["num_cameras"] == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # training mode normalises over 2 images: other kernels' rounding is amplified
+    try:
+        _check_clipreid_model(golden, model, "rn50", parity_images(2), None)
+    finally:
+        torch.set_num_threads(threads)
+    assert model.feature_dim == 3072
+
+
+# ---------------------------------------------------------------------------------------------- CLIP-ReID importer
+
+
+def test_clipreid_import_round_trip_of_a_tiny_model_and_the_dispatcher(tmp_path):
+    source = tiny_text_model(seed=1)
+    source.eval()
+    state = clipreid_state_dict(source)
+    assert is_clipreid_state_dict(state) and "classifier.weight" in state and "cv_embed" in state
+    path = tmp_path / "clip_market1501.pt"
+    torch.save({"module." + k: v for k, v in state.items()}, path)  # saved from DataParallel
+    target = tiny_text_model(seed=2)
+    report = load_weights(target, str(path))
+    assert report["origin"] == "CLIP-ReID" and report["loaded"] == len(state)
+    for key, value in source.state_dict().items():
+        if key not in ("memory", "memory_ready"):
+            assert torch.equal(target.state_dict()[key], value), key
+    assert bool(target.memory_ready)
+    torch.testing.assert_close(target.memory, source.identity_text_features())
+
+
+def test_clipreid_importer_refusals_name_what_to_change():
+    state = clipreid_state_dict(tiny_text_model())
+    with pytest.raises(ValueError, match=r"CLIP-ReID checkpoint: it was trained on 5 identities \(classifier.weight, "
+                                         r"prompt_learner.cls_ctx\) but the model has 6 classes; build it with "
+                                         r"num_classes=5"):
+        load_clipreid_checkpoint(tiny_text_model(num_classes=6), state)
+    with pytest.raises(ValueError, match=r"its SIE table has 3 cameras \(cv_embed\) but the model's 4; build it with "
+                                         r"num_cameras=3 \(tfclip.num_cameras\)"):
+        load_clipreid_checkpoint(tiny_text_model(num_cameras=4), state)
+    with pytest.raises(ValueError, match="has an SIE camera table of 3 cameras .* but the model has none; build it "
+                                         "with sie=True and num_cameras=3"):
+        load_clipreid_checkpoint(tiny_text_model(sie=False), state)
+    no_sie = {k: v for k, v in state.items() if k != "cv_embed"}
+    with pytest.raises(ValueError, match=r"it has no SIE camera table \(cv_embed; trained without "
+                                         r"MODEL.SIE_CAMERA\) but the model has one; build it with sie=False"):
+        load_clipreid_checkpoint(tiny_text_model(), no_sie)
+    with pytest.raises(ValueError, match=r"image_encoder.positional_embedding has 9 rows \(8 grid cells\) but the "
+                                         r"model's 11: at 64x32 that is tfclip.stride 16"):
+        load_clipreid_checkpoint(tiny_text_model(stride=12), state)
+    with pytest.raises(ValueError, match="build it with memory='text', temporal='tap', ssp='none'"):
+        load_clipreid_checkpoint(tiny_text_model(temporal="tmd"), state)
+    with pytest.raises(ValueError, match="build it with memory='text', temporal='tap', ssp='none'"):
+        load_clipreid_checkpoint(build_tfclip("tfclip_vit", 5, 3, **{**TINY_MODEL, "memory": "clip"}), state)
+    rn50_state = clipreid_state_dict(tiny_text_model("tfclip_rn50"))
+    with pytest.raises(ValueError, match=r"the checkpoint's image encoder is an RN50 \(tfclip_rn50\), the model's a "
+                                         r"ViT \(tfclip_vit\)"):
+        load_clipreid_checkpoint(tiny_text_model(), rn50_state)
+    with pytest.raises(ValueError, match=r"the checkpoint's image encoder is a ViT \(tfclip_vit\), the model's an "
+                                         r"RN50"):
+        load_clipreid_checkpoint(tiny_text_model("tfclip_rn50"), state)
+    deeper = tiny_text_model(text_layers=2)
+    with pytest.raises(ValueError, match=r"does not match the model \(another tower size\?\): missing "
+                                         r"text.text_encoder.transformer.resblocks.1"):
+        load_clipreid_checkpoint(deeper, state)
+
+
+def test_clipreid_importer_refuses_files_of_other_origins():
+    ours = build_tfclip("tfclip_vit", 5, 3, **{**TINY_MODEL, "memory": "clip", "ssp": "released"})
+    with pytest.raises(ValueError, match="this is a tfclip_plugin checkpoint .* load it with load_tfclip_state_dict"):
+        load_clipreid_checkpoint(tiny_text_model(), ours.state_dict())
+    official = {("image_encoder." + k[len("backbone.visual."):] if k.startswith("backbone.visual.") else k): v
+                for k, v in ours.state_dict().items() if not k.startswith(("memory", "ssp."))}
+    official["TMD.resblocks.0.message_ln.weight"] = torch.ones(64)
+    with pytest.raises(ValueError, match="this is an official TF-CLIP checkpoint .* load it with "
+                                         "load_official_checkpoint"):
+        load_clipreid_checkpoint(tiny_text_model(), official)
+    baseline = {k: v for k, v in clipreid_state_dict(tiny_text_model()).items()
+                if not k.startswith(("prompt_learner.", "text_encoder."))}
+    with pytest.raises(ValueError, match=r"a CLIP-ReID baseline \(model/make_model.py: image encoder and heads, no "
+                                         r"prompt_learner.\* / text_encoder.\*\) is not supported"):
+        load_clipreid_checkpoint(tiny_text_model(), baseline)
+    with pytest.raises(ValueError, match="not a CLIP-ReID checkpoint"):
+        load_clipreid_checkpoint(tiny_text_model(), {"weight": torch.zeros(1)})

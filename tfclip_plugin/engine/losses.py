@@ -28,10 +28,11 @@ from ..distributed import is_distributed, world_size
 class TFCLIPLoss(nn.Module):
     """Combine a ``TFCLIPOutput``'s heads into the total loss and its terms.
 
-    ``forward(output, pids)`` with ``output.logits`` 3 x (B, C), ``output.features`` 3 x (B, D_k),
-    ``output.frame_logits`` (B*T, C) frame-major within each tracklet (or None), ``output.v2m_logits``
-    (B, C) (or None), pids (B,). Returns ``{'loss', 'loss_v2m', 'loss_id', 'loss_tri', 'loss_frame'}``
-    (absent terms are 0).
+    ``forward(output, pids)`` with ``output.logits`` k x (B, C), ``output.features`` k x (B, D_k),
+    ``output.frame_logits`` (B*T, C) frame-major within each tracklet (or None), the logits against the class
+    table ``output.v2m_logits`` (``table`` 'v2m') or ``output.i2t_logits`` (``table`` 'i2t', text mode), (B, C)
+    or None, pids (B,). Returns ``{'loss', 'loss_v2m' | 'loss_i2t', 'loss_id', 'loss_tri', 'loss_frame'}``
+    (absent terms are 0); ``v2m_weight`` weighs either table term.
     """
 
     def __init__(
@@ -43,8 +44,12 @@ class TFCLIPLoss(nn.Module):
         id_weight: float = 0.25,
         triplet_weight: float = 1.0,
         use_gpu: bool = False,
+        table: str = "v2m",
     ) -> None:
         super().__init__()
+        if table not in ("v2m", "i2t"):
+            raise ValueError(f"table must be 'v2m' (CLIP-Memory) or 'i2t' (text features); got {table!r}")
+        self.table = table
         self.cross_entropy = host.CrossEntropyLoss(num_classes, eps=label_smooth, use_gpu=use_gpu, label_smooth=True)
         self.triplet = host.TripletLoss(margin=margin)
         self.v2m_weight, self.id_weight, self.triplet_weight = v2m_weight, id_weight, triplet_weight
@@ -64,10 +69,12 @@ class TFCLIPLoss(nn.Module):
     def forward(self, output, pids: torch.Tensor) -> Dict[str, torch.Tensor]:
         zero = pids.new_zeros((), dtype=torch.float32)
         id_loss, tri_loss = self.sequence_terms(output.logits, output.features, pids)
-        v2m = self.cross_entropy(output.v2m_logits.float(), pids) if output.v2m_logits is not None else zero
+        table_logits = getattr(output, f"{self.table}_logits", None)
+        table = self.cross_entropy(table_logits.float(), pids) if table_logits is not None else zero
         frame = self.frame_term(output.frame_logits, pids) if output.frame_logits is not None else zero
-        total = self.v2m_weight * v2m + self.id_weight * id_loss + self.triplet_weight * tri_loss + frame
-        return {"loss": total, "loss_v2m": v2m, "loss_id": id_loss, "loss_tri": tri_loss, "loss_frame": frame}
+        total = self.v2m_weight * table + self.id_weight * id_loss + self.triplet_weight * tri_loss + frame
+        return {"loss": total, f"loss_{self.table}": table, "loss_id": id_loss, "loss_tri": tri_loss,
+                "loss_frame": frame}
 
 
 class CrossRankTripletLoss(nn.Module):

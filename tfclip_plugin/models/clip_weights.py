@@ -25,7 +25,7 @@ import math
 import os
 import warnings
 import zipfile
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -98,14 +98,19 @@ def read_clip_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
     return _as_fp32(_visual_part(_read_state_dict(source, arch)))
 
 
-def load_clip_weights(backbone: Backbone, source: str) -> None:
-    """Load CLIP weights from ``source`` into ``backbone.visual`` (grid embedding resized to its grid).
+def load_clip_weights(backbone: Backbone, source: str, text: Optional[TextBranch] = None) -> None:
+    """Load CLIP weights from ``source`` into ``backbone.visual`` (grid embedding resized to its grid) and, when
+    ``text`` is given, the text tower of the same file into it (:func:`load_clip_text_state_dict`); the file is
+    read once.
 
     Raises ValueError naming the source and the first mismatching keys when the weights belong to another
     architecture or size (e.g. RN50 weights for the ViT, or ViT-B/16 weights for a tiny tower).
     """
     arch = "rn50" if isinstance(backbone, ResNetBackbone) else "vit"
-    state_dict = read_clip_state_dict(source, arch)
+    everything = _read_state_dict(source, arch)
+    if text is not None:
+        load_clip_text_state_dict(text, _text_weights(everything, source), source)
+    state_dict = _as_fp32(_visual_part(everything))
     target = backbone.visual.state_dict()
     grid_key = "attnpool.positional_embedding" if arch == "rn50" else "positional_embedding"
     if grid_key in state_dict and state_dict[grid_key].shape != target[grid_key].shape:
@@ -143,7 +148,12 @@ def read_clip_text_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
 
     Raises ValueError naming the source when it holds no text tower (e.g. a visual-only state dict).
     """
-    state_dict = _text_part(_read_state_dict(source, arch))
+    return _text_weights(_read_state_dict(source, arch), source)
+
+
+def _text_weights(everything: Dict[str, Tensor], source: str) -> Dict[str, Tensor]:
+    """The fp32 text-tower weights among all tensors of ``source`` (see :func:`read_clip_text_state_dict`)."""
+    state_dict = _text_part(everything)
     if "token_embedding.weight" not in state_dict:
         raise ValueError(f"tfclip.clip_weights '{source}' holds no CLIP text tower (expected token_embedding.weight, "
                          f"positional_embedding, transformer.*, ln_final.*, text_projection at the top level or "
