@@ -108,8 +108,17 @@ def test_complexity_subcommand_prints_json(capsys):
     assert main(["complexity", "tfclip.vision_width", "64", "tfclip.vision_layers", "2", "tfclip.embed_dim", "64",
                  "data.height", "64", "data.width", "32"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(report) >= {"backbone", "ssp", "temporal", "heads", "total", "gmacs_per_frame"}
+    assert set(report) >= {"backbone", "ssp", "temporal", "text", "heads", "total", "gmacs_per_frame"}
     assert report["total"] == report["backbone"] + report["ssp"] + report["temporal"] + report["heads"]
+    assert report["text"] == 0 and report["text_gmacs_per_prompt"] == 0
+    assert main(["complexity", "--num-classes", "10", "tfclip.vision_width", "64", "tfclip.vision_layers", "2",
+                 "tfclip.embed_dim", "64", "data.height", "64", "data.width", "32", "tfclip.memory", "text",
+                 "tfclip.text_width", "64", "tfclip.text_layers", "1", "tfclip.ssp", "none"]) == 0
+    text = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    block = 3 * 64 * 64 + 3 * 64 + 64 * 64 + 64 + 2 * 2 * 64 + 64 * 256 + 256 + 256 * 64 + 64
+    encoder = 77 * 64 + block + 2 * 64 + 64 * 64  # positions, one block, ln_final, text_projection
+    assert text["text"] == encoder + 10 * 4 * 64  # + the identity tokens of 10 classes
+    assert text["ssp"] == 0 and text["total"] == text["backbone"] + text["temporal"] + text["text"] + text["heads"]
 
 
 def test_memory_true_false_of_older_command_lines_configs_and_checkpoints_keep_working(tmp_path):

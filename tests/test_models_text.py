@@ -251,6 +251,14 @@ def test_supcon_and_stage2_loss_match_the_reference(golden):
     terms = TFCLIPLoss(NUM_CLASSES, id_weight=0.25)(output, pids)
     assert terms["loss_v2m"].item() == pytest.approx(float(golden["stage2_i2t_ce"]), rel=1e-5)
     assert terms["loss"].item() == pytest.approx(float(golden["stage2_loss"]), rel=1e-5)
+    text_output = SimpleNamespace(logits=scores, features=features, v2m_logits=None, i2t_logits=logits,
+                                  frame_logits=None)  # what a text-mode model returns
+    terms = TFCLIPLoss(NUM_CLASSES, id_weight=0.25, table="i2t")(text_output, pids)
+    assert set(terms) == {"loss", "loss_i2t", "loss_id", "loss_tri", "loss_frame"}
+    assert terms["loss_i2t"].item() == pytest.approx(float(golden["stage2_i2t_ce"]), rel=1e-5)
+    assert terms["loss"].item() == pytest.approx(float(golden["stage2_loss"]), rel=1e-5)
+    with pytest.raises(ValueError, match="table must be 'v2m' .* or 'i2t'"):
+        TFCLIPLoss(NUM_CLASSES, table="t2i")
 
 
 # ---------------------------------------------------------------------------------------------- parity, full size

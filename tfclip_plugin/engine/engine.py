@@ -121,7 +121,7 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         tracklets, seq_len = self._training_tracklets()
         memory, key = None, None
         if cfg.tfclip.memory_cache:
-            key = memory_cache_key(self.model, tracklets, self.memory_settings())
+            key = memory_cache_key(self.model, tracklets, {**self.memory_settings(), "seq_len": seq_len})
             memory = main_process_value(lambda: load_cached_memory(cfg.tfclip.memory_cache, key))
             if memory is not None:
                 print(f"=> Phase 1: CLIP-Memory {tuple(memory.shape)} read from the cache ({key})")
