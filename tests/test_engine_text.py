@@ -16,6 +16,7 @@ from tfclip_plugin.engine import prompt_learning
 from tfclip_plugin.engine.prompt_learning import PromptLearningSchedule, learn_prompts, stage1_lr, text_image_accuracy
 from tfclip_plugin.engine.runner import run_single
 from tfclip_plugin.files.checkpoint_file import load_checkpoint
+from tfclip_plugin.interop import build_from_checkpoint
 
 TEXT = ("tfclip.memory", "text", "tfclip.ssp", "none", "tfclip.text_width", "64", "tfclip.text_layers", "1",
         "tfclip.stage1_batch_size", "8")
@@ -208,5 +209,8 @@ def test_cli_text_mode_run_end_to_end_writes_results(data_root, tmp_path):
     assert results["config"]["tfclip"]["memory"] == "text" and len(results["stage1"]["loss"]) == 2
     target = results["results"]["synthvid"]
     assert target["num_query"] > 0 and 0.0 <= target["mAP"] <= 1.0
-    state = load_checkpoint(os.path.join(save_dir, "model", "model.pth.tar-1"))["state_dict"]
+    path = os.path.join(save_dir, "model", "model.pth.tar-1")
+    state = load_checkpoint(path)["state_dict"]
     assert state["text.prompt_learner.cls_ctx"].shape == (8, 4, 64) and bool(state["memory_ready"])
+    rebuilt = build_from_checkpoint(path)  # the architecture from the run config stored in the file
+    assert rebuilt.memory_mode == "text" and torch.equal(rebuilt.memory, state["memory"])

@@ -51,14 +51,15 @@ def test_the_architecture_is_read_from_the_tensors(tmp_path, vit_file):
         rn50 = checkpoint_architecture(write(tmp_path, "rn50.pt", tiny_text_model("tfclip_rn50", num_cameras=1)))
         assert (rn50.name, rn50.options["vision_width"], rn50.options["vision_layers"], rn50.options["sie"]) == (
             "tfclip_rn50", 8, 1, False)
-        with pytest.raises(ValueError, match="holds a CLIP-ReID VIT model; build it as 'tfclip_vit', not 'tfclip_rn50'"):
+        with pytest.raises(ValueError, match="holds a CLIP-ReID VIT model; build it as 'tfclip_vit', not "
+                                             "'tfclip_rn50'"):
             build_from_checkpoint(path, name="tfclip_rn50")
     clips = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(clips, torch.tensor([0, 2])), source(clips, torch.tensor([0, 2])))
     torch.testing.assert_close(model.memory, source.identity_text_features())
-    with pytest.raises(ValueError, match=r"clip_market1501.pt: its positional embedding \(9 rows\) fits no patch stride "
-                                         r"at 256x128; use the input size it was trained at"):
+    with pytest.raises(ValueError, match=r"clip_market1501.pt: its positional embedding \(9 rows\) fits no patch "
+                                         r"stride at 256x128; use the input size it was trained at"):
         build_from_checkpoint(path)  # the default config's 256x128
 
 

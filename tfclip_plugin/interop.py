@@ -48,9 +48,9 @@ CLIPREID_NORMALISATION = {  # CLIP-ReID configs/person/vit_clipreid.yml:20-21, c
 class CheckpointArchitecture:
     """What a TF-CLIP checkpoint was built with.
 
-    ``options`` holds the model options (``ModelOptions`` fields); ``from_config`` is False for files without our run config
-    (e.g. written by torchreid's own engines), whose options, input size and normalisation then come from
-    the active plugin config; the class and camera counts always come from the weights. ``origin`` is
+    ``options`` holds the model options (``ModelOptions`` fields); ``from_config`` is False for files without our
+    run config (e.g. written by torchreid's own engines), whose options, input size and normalisation then come
+    from the active plugin config; the class and camera counts always come from the weights. ``origin`` is
     'tfclip_plugin' or 'CLIP-ReID' (architecture from the tensors, normalisation of CLIP-ReID's person recipes).
     """
 
@@ -115,8 +115,9 @@ def clipreid_architecture(path: str, state: Dict[str, Tensor], name: Optional[st
         rows = int(state["image_encoder.positional_embedding"].shape[0])
         stride = vit_stride_for(rows, height, width)
         if stride is None:
-            raise ValueError(f"{path}: its positional embedding ({rows} rows) fits no patch stride at {height}x{width}; "
-                             "use the input size it was trained at (CLIP-ReID's person recipes: 256x128)")
+            raise ValueError(f"{path}: its positional embedding ({rows} rows) fits no patch stride at "
+                             f"{height}x{width}; use the input size it was trained at (CLIP-ReID's person recipes: "
+                             "256x128)")
         options.update(stride=stride, vision_width=int(state["image_encoder.conv1.weight"].shape[0]),
                        vision_layers=_blocks(state, "image_encoder.transformer.resblocks."))
     else:
@@ -237,8 +238,9 @@ def feature_extractor_model(name: str, loss: str = "softmax", pretrained: bool =
 
     With a ``model_path`` file: that checkpoint's architecture with its weights (see
     :func:`build_from_checkpoint`; a CLIP-ReID file is built for the extractor's ``image_size``); a model trained
-    at another input size than the extractor's ``image_size`` raises ValueError (its positional embedding and the features depend on the size). Without one: the
-    active config's ``tfclip`` options at the extractor's ``image_size``, one class.
+    at another input size than the extractor's ``image_size`` raises ValueError (its positional embedding and the
+    features depend on the size). Without one: the active config's ``tfclip`` options at the extractor's
+    ``image_size``, one class.
     """
     arguments = host.feature_extractor_arguments()
     if arguments is None:

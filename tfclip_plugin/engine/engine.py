@@ -216,9 +216,10 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
     def run(self, save_dir: str = "log", max_epoch: int = 0, start_epoch: int = 0, eval_freq: int = -1,
             test_only: bool = False, **kwargs) -> None:
         """torchreid's ``Engine.run`` preceded by phase 1 (skipped when the model carries its class table, e.g. on
-        resume; in text mode followed by a checkpoint, so that stage 1 is never repeated). With ``tfclip.select_on_test`` the run evaluates RRS-test clips every ``eval_freq`` (2 if
-        unset) epochs, keeps the best R1+mAP checkpoint and finally tests that one with ``tfclip.test_sampling``
-        (the reference's test-set model selection)."""
+        resume; in text mode followed by a checkpoint, so that stage 1 is never repeated). With
+        ``tfclip.select_on_test`` the run evaluates RRS-test clips every ``eval_freq`` (2 if unset) epochs, keeps
+        the best R1+mAP checkpoint and finally tests that one with ``tfclip.test_sampling`` (the reference's
+        test-set model selection)."""
         if test_only:
             super().run(save_dir=save_dir, test_only=True, **kwargs)
             return

@@ -1,8 +1,9 @@
 """TF-CLIP models on open_clip's CLIP visual towers.
 
 ``build_tfclip`` builds any variant from explicit :class:`ModelOptions` (CLIP-ReID's text branch included);
-``checkpoint_import`` loads trained weights of each origin (ours, official TF-CLIP, CLIP-ReID). Nothing here reads the plugin's config or touches torchreid: the torchreid registry
-builders live in ``tfclip_plugin.registry``.
+``checkpoint_import`` loads trained weights of each origin (ours, official TF-CLIP, CLIP-ReID). Nothing here
+reads the plugin's config or touches torchreid: the torchreid registry builders live in
+``tfclip_plugin.registry``.
 """
 from .checkpoint_import import (
     checkpoint_generation, is_clipreid_state_dict, load_clipreid_checkpoint, load_matching_weights,

@@ -344,9 +344,9 @@ def load_weights(model: nn.Module, path: str) -> Dict[str, Any]:
     """``model.load_weights``: read ``path`` with ``weights_only=True`` and load it into ``model``.
 
     A TF-CLIP model takes our checkpoints strictly (:func:`load_tfclip_state_dict`), CLIP-ReID files
-    (:func:`load_clipreid_checkpoint`) and official TF-CLIP files (:func:`load_official_checkpoint`); any other model takes the entries that match by name and shape
-    (:func:`load_matching_weights`), and a file with no such entry is an error. Returns a report whose
-    ``loaded`` is the number of tensors loaded.
+    (:func:`load_clipreid_checkpoint`) and official TF-CLIP files (:func:`load_official_checkpoint`); any other
+    model takes the entries that match by name and shape (:func:`load_matching_weights`), and a file with no such
+    entry is an error. Returns a report whose ``loaded`` is the number of tensors loaded.
     """
     state = state_dict_of(load_checkpoint(path))
     if hasattr(model, "set_memory"):

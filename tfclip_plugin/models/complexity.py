@@ -58,8 +58,8 @@ def _module_flops(counter: FlopCounterMode, suffix: str) -> int:
 def model_complexity(model: nn.Module, height: int = 256, width: int = 128) -> Dict[str, Any]:
     """{'backbone', 'ssp', 'temporal', 'text', 'heads', 'total'} parameter counts (heads = BNNecks, classifiers and
     the SIE table) and GMACs: 'gmacs_per_frame', 'gmacs_per_frame_full', 'temporal_gmacs_per_frame',
-    'ssp_gmacs_per_clip', 'text_gmacs_per_prompt' (see the module docstring). The model is built for one input size; ``height`` and
-    ``width`` must be that size."""
+    'ssp_gmacs_per_clip', 'text_gmacs_per_prompt' (see the module docstring). The model is built for one input
+    size; ``height`` and ``width`` must be that size."""
     backbone = model.backbone
     if tuple(backbone.image_size) != (height, width):
         raise ValueError(f"the model was built for {backbone.image_size[0]}x{backbone.image_size[1]} input, "
