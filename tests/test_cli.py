@@ -103,11 +103,66 @@ def test_configs_load_with_reference_recipes():
     assert list(lsvid.data.sources) == ["lsvid"] and lsvid.tfclip.lsvid_subtracklet == 48
     for name in ("demo.yaml",):
         assert config_from_args(["--config-file", str(root / name)]).data.sources
+    b1 = config_from_args(["--config-file", "clipreid_vit_mars"])  # supplement Table 4 B1, B5; Table 1 CNN Baseline
+    assert (b1.tfclip.memory, b1.tfclip.temporal, b1.tfclip.ssp) == ("text", "tap", "none")
+    assert b1.tfclip.stage1_epochs == 120
+    assert b1.train.lr == mars.train.lr and b1.tfclip.id_loss_weight == 0.25
+    b5 = config_from_args(["--config-file", "clipreid_tmd_vit_mars"])
+    assert (b5.tfclip.memory, b5.tfclip.temporal, b5.tfclip.ssp) == ("text", "tmd", "none")
+    cnn = config_from_args(["--config-file", "clipreid_rn50_mars"])
+    assert cnn.model.name == "tfclip_rn50" and cnn.tfclip.memory == "text" and cnn.tfclip.stage1_epochs == 60
+    assert cnn.tfclip.id_loss_weight == 1.0 and cnn.train.lr == rn50.train.lr
 
 
 def test_complexity_subcommand_prints_json(capsys):
     assert main(["complexity", "tfclip.vision_width", "64", "tfclip.vision_layers", "2", "tfclip.embed_dim", "64",
                  "data.height", "64", "data.width", "32"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(report) >= {"backbone", "ssp", "temporal", "heads", "total", "gmacs_per_frame"}
+    assert set(report) >= {"backbone", "ssp", "temporal", "text", "heads", "total", "gmacs_per_frame"}
     assert report["total"] == report["backbone"] + report["ssp"] + report["temporal"] + report["heads"]
+    assert report["text"] == 0 and report["text_gmacs_per_prompt"] == 0
+    assert main(["complexity", "--num-classes", "10", "tfclip.vision_width", "64", "tfclip.vision_layers", "2",
+                 "tfclip.embed_dim", "64", "data.height", "64", "data.width", "32", "tfclip.memory", "text",
+                 "tfclip.text_width", "64", "tfclip.text_layers", "1", "tfclip.ssp", "none"]) == 0
+    text = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    block = 3 * 64 * 64 + 3 * 64 + 64 * 64 + 64 + 2 * 2 * 64 + 64 * 256 + 256 + 256 * 64 + 64
+    encoder = 77 * 64 + block + 2 * 64 + 64 * 64  # positions, one block, ln_final, text_projection
+    assert text["text"] == encoder + 10 * 4 * 64  # + the identity tokens of 10 classes
+    assert text["ssp"] == 0 and text["total"] == text["backbone"] + text["temporal"] + text["text"] + text["heads"]
+
+
+def test_memory_true_false_of_older_command_lines_configs_and_checkpoints_keep_working(tmp_path):
+    import torch
+
+    from tfclip_plugin.files.checkpoint_file import save_checkpoint
+    from tfclip_plugin.interop import build_from_checkpoint, checkpoint_architecture
+    from tfclip_plugin.models import build_tfclip
+
+    assert [config_from_args(["tfclip.memory", v]).tfclip.memory for v in ("True", "False", "text", "clip")] == [
+        "clip", "none", "text", "clip"]
+    with pytest.raises(ConfigError, match=r"'tfclip.memory' expects a value of type str; got 'maybe' \(tfclip.memory "
+                                          r"must be one of clip, text, none"):
+        merge_options(get_default_config(), ["tfclip.memory", "maybe"])
+    for written, read in (("true", "clip"), ("false", "none"), ("text", "text")):
+        (tmp_path / f"{written}.yaml").write_text(f"tfclip:\n  memory: {written}\n")
+        assert config_from_args(["--config-file", str(tmp_path / f"{written}.yaml")]).tfclip.memory == read
+    (tmp_path / "bad.yaml").write_text("tfclip:\n  memory: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: tfclip.memory must be one of clip, text, none"):
+        config_from_args(["--config-file", str(tmp_path / "bad.yaml")])
+
+    tiny = {"vision_width": 64, "vision_layers": 1, "embed_dim": 64}
+    for old, mode in (("true", "clip"), ("false", "none")):  # checkpoints written before the text mode
+        cfg = get_default_config()
+        cfg.data.height, cfg.data.width = 64, 32
+        for key, value in tiny.items():
+            setattr(cfg.tfclip, key, value)
+        cfg.tfclip.memory = mode
+        model = build_tfclip("tfclip_vit", 4, 2, height=64, width=32, memory=mode, **tiny)
+        config = cfg.dump().replace(f"memory: {mode}", f"memory: {old}")
+        assert f"memory: {old}" in config
+        path = save_checkpoint({"state_dict": model.state_dict(), "epoch": 1, "config": config},
+                               str(tmp_path / f"{old}.pth.tar"))
+        assert checkpoint_architecture(path).options["memory"] == mode
+        rebuilt = build_from_checkpoint(path)
+        assert rebuilt.memory_mode == mode and (rebuilt.ssp is None) == (mode == "none")
+        torch.testing.assert_close(rebuilt.state_dict()["classifier2.weight"], model.state_dict()["classifier2.weight"])

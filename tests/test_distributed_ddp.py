@@ -4,7 +4,8 @@ The module launches itself once as a torchrun script (``python -m torch.distribu
 --nproc_per_node 2 tests/test_distributed_ddp.py DATA OUT``); each rank saves what it computed to
 ``OUT/rank<r>.pt`` and the tests compare the ranks with each other and with the same computation done here in
 one process: the CLIP-Memory, the test features (dense and RRS), one DDP step on the halves of a global batch
-against one step on the whole batch, parameters after several steps, and a run resumed under DDP.
+against one step on the whole batch, parameters after several steps, a run resumed under DDP, and a text-mode
+run (stage 1 on every rank, then stage 2 with the frozen text branch under DDP).
 """
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ from tfclip_plugin.engine.runner import run_single
 
 WORLD = 2
 TARGET = "synthvid"
+TEXT_RUN = ("tfclip.memory", "text", "tfclip.ssp", "none", "tfclip.text_width", "64", "tfclip.text_layers", "1",
+            "tfclip.stage1_epochs", "3", "tfclip.stage1_batch_size", "8", "train.max_epoch", "1")
+TEXT_STATE = ("text.prompt_learner.cls_ctx", "memory")
+
+
+def text_run_state(root: str, save_dir: str) -> dict:
+    """The learned identity tokens and text table after a 1-epoch text-mode run."""
+    run_single(tiny_config(root, save_dir, *TEXT_RUN))
+    distributed.barrier()  # rank 0 writes the checkpoint
+    state = torch.load(os.path.join(save_dir, "model", "model.pth.tar-1"), weights_only=True)["state_dict"]
+    return {key: state[key] for key in TEXT_STATE}
 
 
 def build_engine(root: str, save_dir: str) -> TFCLIPEngine:
@@ -131,6 +143,7 @@ def worker(root: str, out: str) -> None:
                                      "model.resume", os.path.join(first, "model", "model.pth.tar-1")))
     saved["resumed"] = resumed["results"][TARGET]
     saved["resumed_phase1"] = resumed["wall_seconds"]["phase1"]
+    saved["text"] = text_run_state(root, os.path.join(out, "text"))
     torch.save(saved, os.path.join(out, f"rank{rank}.pt"))
     distributed.barrier()
 
@@ -220,6 +233,15 @@ def test_resumed_run_continues_under_ddp_and_rank_0_alone_writes(ranks):
         assert sorted(os.listdir(os.path.join(out, run, "model"))) == checkpoints
         with open(os.path.join(out, run, "results.json")) as f:
             assert json.load(f)["results"][TARGET]["epoch"] == (1 if run == "first" else 2)
+
+
+def test_text_mode_stage1_gives_every_rank_the_same_prompts_and_table(ranks, data_root, tmp_path):
+    (r0, r1), _ = ranks
+    single = text_run_state(data_root, str(tmp_path / "text"))
+    for key in TEXT_STATE:
+        assert torch.equal(r0["text"][key], r1["text"][key]), key
+    torch.testing.assert_close(r0["text"]["text.prompt_learner.cls_ctx"], single["text.prompt_learner.cls_ctx"],
+                               rtol=1e-4, atol=1e-5)  # stage 1: the same seeded batches as one process
 
 
 if __name__ == "__main__":

@@ -121,3 +121,56 @@ def test_vit_defaults_are_vit_b16_at_256x128():
     backbone = ViTBackbone()
     assert backbone.visual.positional_embedding.shape == (129, 768)
     assert backbone.visual.proj.shape == (768, 512) and len(backbone.visual.transformer.resblocks) == 12
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_vit_penultimate_is_the_cls_token_before_the_last_block_and_ln_post(layers):
+    backbone = build_backbone("vit", 64, 32, vision_width=64, vision_layers=layers, embed_dim=64).eval()
+    frames, offset = _frames(), torch.randn(3, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out, penultimate = backbone.forward_with_penultimate(frames, offset)
+        plain = backbone(frames, offset)
+        x = backbone.visual.conv1(frames).flatten(2).transpose(1, 2)
+        cls = backbone.visual.class_embedding + offset[:, None]
+        x = backbone.visual.ln_pre(torch.cat([cls, x], dim=1) + backbone.visual.positional_embedding)
+        *blocks, final = backbone.visual.transformer.resblocks
+        inner = x
+        for block in blocks:
+            inner = block(inner)
+        last = final(inner)
+    assert penultimate.shape == (3, 64)
+    torch.testing.assert_close(out.tokens, plain.tokens, atol=0, rtol=0)
+    torch.testing.assert_close(out.cls, plain.cls, atol=0, rtol=0)
+    torch.testing.assert_close(penultimate, inner[:, 0])
+    torch.testing.assert_close(out.tokens, backbone.visual.ln_post(last))
+
+
+def test_vit_penultimate_with_grad_checkpointing_keeps_values_and_gradients():
+    torch.manual_seed(0)
+    plain = build_backbone("vit", 64, 32, **TINY_VIT)
+    checkpointed = build_backbone("vit", 64, 32, **TINY_VIT)
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.set_grad_checkpointing(True)
+    grads = []
+    for backbone in (plain, checkpointed):
+        out, penultimate = backbone.forward_with_penultimate(_frames())
+        (out.cls.square().sum() + penultimate.square().sum()).backward()
+        grads.append((penultimate.detach(), backbone.visual.conv1.weight.grad.clone()))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+def test_resnet_penultimate_is_the_average_pooled_layer3_map():
+    backbone = build_backbone("rn50", 64, 32, **TINY_RN).eval()
+    frames = _frames()
+    with torch.no_grad():
+        out, penultimate = backbone.forward_with_penultimate(frames)
+        plain = backbone(frames)
+        v = backbone.visual
+        layer3 = v.layer3(v.layer2(v.layer1(v.stem(frames))))
+    assert penultimate.shape == (3, 16 * 16) and layer3.shape[2:] == (4, 2)
+    torch.testing.assert_close(penultimate, layer3.mean(dim=(2, 3)))
+    torch.testing.assert_close(out.tokens, plain.tokens, atol=0, rtol=0)
+    torch.testing.assert_close(out.cls, plain.cls, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="no CLS token for a camera embedding"):
+        backbone.forward_with_penultimate(frames, torch.zeros(3, 256))

@@ -72,3 +72,18 @@ def test_tiny_report_adds_up_and_refuses_another_input_size():
     assert report["total"] == sum(p.numel() for p in model.parameters())
     with pytest.raises(ValueError, match="built for 64x32 input, not 256x128"):
         model_complexity(model)
+
+
+def test_text_branch_rows_b1_b5_against_the_paper():
+    """Supplement Table 4 B1 (CLIP-ReID's text branch, 126.78M, 14.24G) and B5 (+ TMD, 136.86M, 14.70G)."""
+    report = model_complexity(full_vit(memory="text", ssp="none", temporal="tap"))
+    text_encoder, identity_tokens = 38_131_200, 625 * 4 * 512  # CLIP ViT-B/16's text tower without token_embedding
+    assert report["text"] == text_encoder + identity_tokens == 39_411_200
+    assert report["heads"] == 2 * (768 + 512) + 625 * (768 + 512) + 6 * 768  # the B2 heads: no new head
+    assert report["total"] == 86_140_416 + 39_411_200 + 807_168 == 126_358_784
+    # the paper's 126.78M is this model built for 751 identities (Market-1501): classifiers and identity tokens
+    assert report["total"] + (751 - 625) * (768 + 512 + 4 * 512) == 126_778_112
+    # FLOPs: the backbone's 11.26G + the text encoder on one 77-token prompt, as CLIP-ReID runs it
+    assert report["text_gmacs_per_prompt"] == 2.98 and report["gmacs_per_frame"] + 2.98 == pytest.approx(14.24)
+    b5 = report["total"] + 10_042_368 + 2 * 2 * 768 + 625 * 768  # + TMD, its two BNNecks and classifier
+    assert b5 == 136_884_224  # paper 136.86 = its B4 (97.02) + its text-branch saving (39.84)

@@ -43,9 +43,11 @@ def generated_tensor(key: str, shape: Sequence[int], seed: int = SEED) -> torch.
     noise = torch.randn(shape, generator=generator)
     if len(shape) <= 1:  # norm weights around 1; biases, running means, class embedding, alpha around 0
         return 1.0 + 0.1 * noise if key.endswith(".weight") else 0.1 * noise
-    if key == "image_encoder.proj":  # used as x @ proj
+    if key == "image_encoder.proj" or key.endswith("text_projection"):  # used as x @ proj
         return noise * shape[0] ** -0.5
     if key.endswith(("positional_embedding", "cv_embed")):
+        return 0.1 * noise
+    if key.endswith(("token_embedding.weight", "cls_ctx", "token_prefix", "token_suffix")):  # text token embeddings
         return 0.1 * noise
     return noise * prod(shape[1:]) ** -0.5  # (out, in, ...) weights: unit-variance outputs
 
@@ -58,6 +60,11 @@ def generated_state_dict(layout: Sequence[Tuple[str, Sequence[int]]], seed: int 
 def parity_clips(clips: int, frames: int, seed: int = SEED) -> torch.Tensor:
     """Input clips (B, T, 3, 256, 128), standard normal from ``seed``."""
     return torch.randn(clips, frames, 3, 256, 128, generator=torch.Generator().manual_seed(seed))
+
+
+def parity_images(count: int, seed: int = SEED) -> torch.Tensor:
+    """Input images (N, 3, 256, 128), standard normal from ``seed`` (the CLIP-ReID goldens)."""
+    return torch.randn(count, 3, 256, 128, generator=torch.Generator().manual_seed(seed))
 
 
 def parity_memory(seed: int = SEED) -> torch.Tensor:

@@ -218,7 +218,8 @@ def test_memory_buffers_travel_with_the_state_dict_and_are_checked():
     model.set_memory(torch.ones(C, 64))
     state = model.state_dict()
     assert torch.equal(state["memory"], torch.ones(C, 64)) and bool(state["memory_ready"])
-    with pytest.raises(ValueError, match=r"expected a CLIP-Memory of shape \(5, 64\)"):
+    with pytest.raises(ValueError, match=r"expected a class table \(CLIP-Memory or text features\) of shape "
+                                         r"\(5, 64\)"):
         model.set_memory(torch.ones(C, 32))
 
 

@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from yacs.config import CfgNode as CN
 
-from .config import RENAMED_KEYS, get_default_config, lookup, model_options
+from .config import RENAMED_KEYS, get_default_config, legacy_value, load_config_yaml, lookup, model_options
 from .configs import recipe_names, recipe_path
 
 SUBCOMMANDS = ("demo", "complexity", "report", "download-weights")
@@ -144,7 +144,7 @@ def merge_options(cfg: CN, opts: Sequence[str]) -> None:
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"unknown config key '{key}'{hint} (see `tfclip-reid --help` and tfclip_plugin/config.py)")
         try:
-            cfg.merge_from_list([key, value])
+            cfg.merge_from_list([key, legacy_value(key, value)])
         except (ValueError, AssertionError) as exc:
             expected = type(lookup(cfg, key)).__name__
             raise ConfigError(f"config key '{key}' expects a value of type {expected}; got {value!r} ({exc})") from None
@@ -160,8 +160,7 @@ def resolve_config_file(path: str) -> str:
         raise ConfigError(f"config file not found: {path} (shipped recipes: {', '.join(recipe_names())})") from None
 
 
-def _renamed_keys_in(path: str) -> List[str]:
-    loaded = CN.load_cfg(open(path, encoding="utf-8"))
+def _renamed_keys_in(loaded: CN) -> List[str]:
     found = []
     for old in RENAMED_KEYS:
         node = loaded
@@ -174,12 +173,14 @@ def _renamed_keys_in(path: str) -> List[str]:
 
 def merge_config_file(cfg: CN, path: str) -> None:
     """Merge a YAML file (a path or a shipped recipe's name), naming the file and key when something does not
-    fit."""
+    fit; values older files wrote in another type are read as today's (``config.load_config_yaml``)."""
     path = resolve_config_file(path)
     try:
-        cfg.merge_from_file(path)
+        with open(path, encoding="utf-8") as stream:
+            loaded = load_config_yaml(stream)
+        cfg.merge_from_other_cfg(loaded)
     except KeyError as exc:
-        renamed = _renamed_keys_in(path)
+        renamed = _renamed_keys_in(loaded)
         if renamed:
             raise ConfigError(f"{path}: config key '{renamed[0]}' was replaced by {RENAMED_KEYS[renamed[0]]}") from None
         raise ConfigError(f"{path}: unknown config key {exc}") from None

@@ -19,11 +19,11 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from yacs.config import CfgNode as CN
 
-from .models.options import ModelOptions
+from .models.options import ModelOptions, memory_mode
 
 APPLIES_TO = ("all", "tfclip", "torchreid", "torchreid-compat")
 
@@ -167,8 +167,9 @@ KEYS: Tuple[Key, ...] = (
     # tfclip: model (ModelOptions)
     _model_key("clip_weights", "'' random init; a CLIP file (OpenAI TorchScript archive, state dict, open_clip "
                "checkpoint); 'openai' = open_clip's download"),
-    _model_key("memory", "CLIP-Memory + SSP + V2M loss (False: supplement Table 7 'without CLIP-M'; rows A1/B2 "
-               "keep the memory with ssp 'none', temporal 'tap')"),
+    _model_key("memory", "'clip': CLIP-Memory + SSP + V2M loss; 'text': CLIP-ReID's learned prompts and CLIP's text "
+               "encoder (stage 1, then the image-to-text loss; rows B1/B5 with ssp 'none'); 'none': neither "
+               "(supplement Table 7 'without CLIP-M'). True/False = 'clip'/'none'"),
     _model_key("ssp", "'paper' | 'released' | 'none' (docs/models.md)"),
     _model_key("ssp_layers", "SSP decoder layers"),
     _model_key("temporal", "'tmd' | 'tap' | 'conv1d' | 'transf' | 'transf_cls'"),
@@ -178,6 +179,8 @@ KEYS: Tuple[Key, ...] = (
     _model_key("vision_width", "visual tower width; 0 = the architecture's own (small values: tiny towers)"),
     _model_key("vision_layers", "visual transformer layers; 0 = the architecture's own"),
     _model_key("embed_dim", "joint embedding size; 0 = the architecture's own"),
+    _model_key("text_width", "text tower width (tfclip.memory text); 0 = the architecture's own (512)"),
+    _model_key("text_layers", "text transformer layers (tfclip.memory text); 0 = the architecture's own (12)"),
     _model_key("grad_checkpointing", "activation checkpointing of the visual blocks (less memory, slower)"),
     Key("tfclip.num_cameras", 0, "SIE rows; 0 = the training set's camera count", "engine.build, registry, interop",
         "tfclip"),
@@ -209,7 +212,23 @@ KEYS: Tuple[Key, ...] = (
     Key("tfclip.skip_bad_frames", False, "replace unreadable frames by a neighbour (warning + count) instead of "
         "failing", "data.frames, data.video"),
     # tfclip: phase 1 and evaluation
-    Key("tfclip.memory_cache", "", "directory for cached CLIP-Memories ('' = no cache)", "engine.engine", "tfclip"),
+    Key("tfclip.memory_cache", "", "directory for cached CLIP-Memories and stage-1 features ('' = no cache)",
+        "engine.engine", "tfclip"),
+    # tfclip: stage 1 of text mode (CLIP-ReID's prompt learning)
+    Key("tfclip.stage1_epochs", 120, "tfclip.memory text: prompt-learning epochs (CLIP-ReID: 120 ViT, 60 RN50)",
+        "engine.engine", "tfclip"),
+    Key("tfclip.stage1_batch_size", 64, "tfclip.memory text: training features per prompt-learning batch",
+        "engine.engine", "tfclip"),
+    Key("tfclip.stage1_lr", 3.5e-4, "tfclip.memory text: Adam learning rate of the identity tokens",
+        "engine.engine", "tfclip"),
+    Key("tfclip.stage1_weight_decay", 1e-4, "tfclip.memory text: weight decay of the identity tokens (coupled L2)",
+        "engine.engine", "tfclip"),
+    Key("tfclip.stage1_min_lr", 1e-6, "tfclip.memory text: learning rate at the end of the cosine schedule",
+        "engine.engine", "tfclip"),
+    Key("tfclip.stage1_warmup_epochs", 5, "tfclip.memory text: linear warm-up epochs of prompt learning",
+        "engine.engine", "tfclip"),
+    Key("tfclip.stage1_warmup_lr", 1e-5, "tfclip.memory text: learning rate the warm-up starts from",
+        "engine.engine", "tfclip"),
     Key("tfclip.protocol", "tfclip", "'tfclip' (gallery = query + gallery) | 'torchreid' | 'official'",
         "engine.mixins, engine.runner"),
     Key("tfclip.test_sampling", "dense", "'dense' (all frames in chunks) | 'rrs' (one clip per tracklet)",
@@ -223,6 +242,10 @@ KEYS: Tuple[Key, ...] = (
     Key("tfclip.sync_bn", False, "BNNecks as SyncBatchNorm under torchrun (GPUs only)", "engine.engine",
         "tfclip"),
 )
+
+LEGACY_VALUES: Dict[str, Callable[[Any], Any]] = {  # key: converter of the values older configs wrote
+    "tfclip.memory": memory_mode,  # True/False before the text mode -> 'clip'/'none'
+}
 
 RENAMED_KEYS = {
     "tfclip.margin": "loss.triplet.margin",
@@ -247,6 +270,32 @@ def get_default_config() -> CN:
         node, leaf = _node_for(cfg, key.name)
         node[leaf] = list(key.default) if isinstance(key.default, list) else key.default
     return cfg
+
+
+def legacy_value(key: str, value: Any) -> Any:
+    """``value`` of config key ``key`` in today's type (:data:`LEGACY_VALUES`, e.g. ``tfclip.memory`` 'True' ->
+    'clip'); other keys' values unchanged. Raises ValueError for a value the key cannot take."""
+    convert = LEGACY_VALUES.get(key)
+    return convert(value) if convert is not None else value
+
+
+def normalise_legacy_values(cfg: CN) -> CN:
+    """Convert, in place, the values of :data:`LEGACY_VALUES` keys present in ``cfg`` (a whole or partial config
+    tree, e.g. a YAML file or the run config stored in an older checkpoint); returns ``cfg``."""
+    for key in LEGACY_VALUES:
+        *parents, leaf = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            node[leaf] = legacy_value(key, node[leaf])
+    return cfg
+
+
+def load_config_yaml(source: Union[str, IO[str]]) -> CN:
+    """A config tree from YAML text or a stream (a config file, a checkpoint's stored run config), with
+    :func:`normalise_legacy_values` applied: what every reader of a config YAML goes through."""
+    return normalise_legacy_values(CN.load_cfg(source))
 
 
 def key_table() -> Dict[str, Key]:

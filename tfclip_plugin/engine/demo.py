@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 import torch
 from yacs.config import CfgNode as CN
 
-from ..config import KEYS, get_default_config, is_tfclip_run
+from ..config import KEYS, get_default_config, is_tfclip_run, load_config_yaml
 from ..configs import recipe_path
 from .runner import run_single
 
@@ -22,7 +22,8 @@ def demo_config(root: str = "reid-data", save_dir: str = "log/demo") -> CN:
     """The demo setting, read from the shipped ``configs/demo.yaml``: synthvid, a small TF-CLIP ViT from
     random weights, both phases, on CPU."""
     cfg = get_default_config()
-    cfg.merge_from_file(recipe_path("demo"))
+    with open(recipe_path("demo"), encoding="utf-8") as stream:
+        cfg.merge_from_other_cfg(load_config_yaml(stream))
     cfg.data.root, cfg.data.save_dir = root, save_dir
     return cfg
 

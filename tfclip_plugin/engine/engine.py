@@ -1,5 +1,9 @@
 """TFCLIPEngine: torchreid's Engine with TF-CLIP's two phases, overriding hooks only.
 
+Phase 1 builds the class table before the first epoch: the CLIP-Memory (``tfclip.memory clip``), or in text
+mode CLIP-ReID's stage 1 (prompt learning, ``engine.prompt_learning``) followed by the text features of every
+identity; phase 2 trains with the table fixed (V2M or image-to-text cross-entropy).
+
 Reused from torchreid: the epoch loop, evaluation schedule and writer of ``Engine.run``; timing, printing and
 tensorboard scalars of ``Engine.train``; ``test``; ``update_lr`` (the schedule steps once per epoch).
 Overridden: ``run`` (phase 1 before the first epoch; test-set model selection only when asked),
@@ -19,22 +23,26 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import host
 from ..distributed import (
-    backend, convert_bnnecks_to_sync_bn, distributed_train_loader, is_main_process, load_on_main_process,
-    main_process_value, rank, world_size,
+    backend, broadcast_tensors, convert_bnnecks_to_sync_bn, distributed_train_loader, is_main_process,
+    load_on_main_process, main_process_value, rank, save_on_main_process, world_size,
 )
-from ..files.checkpoint_file import load_checkpoint, state_dict_of
+from ..files.checkpoint_file import checkpoint_path, load_checkpoint, state_dict_of
 from .features import autocast
 from .losses import CrossRankTripletLoss, TFCLIPLoss
-from .memory import build_clip_memory, load_cached_memory, memory_cache_key, store_cached_memory
+from .memory import (
+    as_tracklets, build_clip_memory, load_cached_memory, memory_cache_key, store_cached_memory, training_features,
+)
 from .mixins import CheckpointMixin, DistributedMixin, ProtocolEvaluationMixin
 from .optim import backward_and_step
+from .prompt_learning import PromptLearningSchedule, learn_prompts, text_image_accuracy
 
 _TEST_KWARGS = ("dist_metric", "normalize_feature", "visrank", "visrank_topk", "use_metric_cuhk03", "ranks", "rerank")
 SELECTION_EVAL_FREQ = 2  # the reference evaluates (and selects) every 2 epochs
 
 
 class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, host.Engine):
-    """Phase 1 (CLIP-Memory) + phase 2 (V2M, ID, triplet and frame losses) for a ``TFCLIP`` model.
+    """Phase 1 (CLIP-Memory, or stage 1 + text features in text mode) + phase 2 (V2M or image-to-text, ID,
+    triplet and frame losses) for a ``TFCLIP`` model.
 
     Args:
         datamanager: torchreid ``VideoDataManager`` from ``data.build_datamanager`` (batches
@@ -57,11 +65,12 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
             num_classes=model.num_classes, label_smooth=0.1 if cfg.loss.softmax.label_smooth else 0.0,
             margin=cfg.loss.triplet.margin,
             v2m_weight=t.v2m_loss_weight, id_weight=t.id_loss_weight, triplet_weight=t.triplet_loss_weight,
-            use_gpu=self.use_gpu,
+            use_gpu=self.use_gpu, table="i2t" if model.memory_mode == "text" else "v2m",
         )
         autocast(self.device, t.precision)  # validates tfclip.precision
         self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
         self.phase1_seconds = 0.0
+        self.stage1_history: Dict[str, object] = {}
 
     def prepare_distributed_training(self, start_epoch: int) -> None:
         """Training in a process group: the train loader from ``distributed.distributed_train_loader``, the
@@ -97,23 +106,31 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
             "seq_len": cfg.video.seq_len, "precision": self.test_precision,
         }
 
+    def _training_tracklets(self):
+        """(training tracklets, frames per dense chunk): images are one-frame tracklets seen one frame at a time."""
+        tracklets, images = as_tracklets(self.datamanager.train_loader.dataset.train)
+        return tracklets, 1 if images else self.cfg.video.seq_len
+
     def build_memory(self) -> torch.Tensor:
-        """Phase 1: compute (or read from ``tfclip.memory_cache``) the CLIP-Memory and store it in the model."""
+        """Phase 1: the class table, stored in the model. ``tfclip.memory clip``: the CLIP-Memory, computed or read
+        from ``tfclip.memory_cache``; text mode: :meth:`learn_prompts` then the identities' text features."""
+        if self.model.memory_mode == "text":
+            return self.learn_prompts()
         started = time.time()
         cfg = self.cfg
-        tracklets = self.datamanager.train_loader.dataset.train
+        tracklets, seq_len = self._training_tracklets()
         memory, key = None, None
         if cfg.tfclip.memory_cache:
-            key = memory_cache_key(self.model, tracklets, self.memory_settings())
+            key = memory_cache_key(self.model, tracklets, {**self.memory_settings(), "seq_len": seq_len})
             memory = main_process_value(lambda: load_cached_memory(cfg.tfclip.memory_cache, key))
             if memory is not None:
                 print(f"=> Phase 1: CLIP-Memory {tuple(memory.shape)} read from the cache ({key})")
         if memory is None:
             print(f"=> Phase 1: CLIP-Memory from {len(tracklets)} training tracklets "
-                  f"(frozen encoder, dense {cfg.video.seq_len}-frame chunks, no SIE)")
+                  f"(frozen encoder, dense {seq_len}-frame chunks, no SIE)")
             memory = build_clip_memory(
                 self.model, tracklets, self.datamanager.transform_te, self.model.num_classes,
-                seq_len=cfg.video.seq_len, batch_size=cfg.test.batch_size, workers=cfg.data.workers,
+                seq_len=seq_len, batch_size=cfg.test.batch_size, workers=cfg.data.workers,
                 device=self.device, precision=self.test_precision,
             )
             if key is not None and is_main_process():
@@ -123,21 +140,93 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         print(f"=> Phase 1 done in {self.phase1_seconds:.1f} s")
         return memory
 
+    def stage1_features(self):
+        """(features (N, E), labels (N,)): one projected CLS per training tracklet or image (frozen encoder, no
+        SIE), computed once (``memory.training_features``) or read from ``tfclip.memory_cache``."""
+        cfg = self.cfg
+        tracklets, seq_len = self._training_tracklets()
+        labels = torch.tensor([int(t[1]) for t in tracklets])
+        features, key = None, None
+        if cfg.tfclip.memory_cache:
+            key = memory_cache_key(self.model, tracklets, {**self.memory_settings(), "seq_len": seq_len})
+            features = main_process_value(lambda: load_cached_memory(cfg.tfclip.memory_cache, key, "stage1-features"))
+            if features is not None:
+                print(f"=> Stage 1: {features.shape[0]} training features read from the cache ({key})")
+        if features is None:
+            print(f"=> Stage 1: features of {len(tracklets)} training {'images' if seq_len == 1 else 'tracklets'} "
+                  f"(frozen encoder, {seq_len}-frame chunks, no SIE)")
+            features = training_features(
+                self.model, tracklets, self.datamanager.transform_te, seq_len=seq_len,
+                batch_size=cfg.test.batch_size, workers=cfg.data.workers, device=self.device,
+                precision=self.test_precision, desc="Stage-1 features",
+            )
+            if key is not None and is_main_process():
+                store_cached_memory(cfg.tfclip.memory_cache, key, features, self.memory_settings(), "stage1-features")
+        return features, labels
+
+    def prompt_schedule(self) -> PromptLearningSchedule:
+        t = self.cfg.tfclip
+        return PromptLearningSchedule(
+            epochs=t.stage1_epochs, batch_size=t.stage1_batch_size, lr=t.stage1_lr, weight_decay=t.stage1_weight_decay,
+            min_lr=t.stage1_min_lr, warmup_epochs=t.stage1_warmup_epochs, warmup_lr=t.stage1_warmup_lr)
+
+    def learn_prompts(self) -> torch.Tensor:
+        """Text mode's phase 1: CLIP-ReID's stage 1 (``engine.prompt_learning.learn_prompts`` on
+        :meth:`stage1_features`), then the text features of every identity, fixed as the class table.
+
+        Under torchrun every rank runs the same seeded stage 1 on the same gathered features; rank 0's identity
+        tokens and table are then broadcast, so every rank holds exactly the same ones. Prints the
+        text/image accuracies before and after."""
+        started = time.time()
+        schedule = self.prompt_schedule()
+        features, labels = self.stage1_features()
+        model = self.model
+        before = text_image_accuracy(features, labels, self.identity_text_features())
+        print(f"=> Stage 1: prompt learning for {schedule.epochs} epochs, batches of {schedule.batch_size}, Adam lr "
+              f"{schedule.lr:g} (cosine, {schedule.warmup_epochs} warm-up epochs); only the identity tokens train")
+        history = learn_prompts(model, features.to(self.device), labels, schedule, precision=self.cfg.tfclip.precision,
+                                seed=self.cfg.train.seed)
+        broadcast_tensors([model.text.prompt_learner.cls_ctx])
+        table = self.identity_text_features()
+        broadcast_tensors([table])
+        model.set_memory(table)
+        after = text_image_accuracy(features, labels, table)
+        self.stage1_history = {"loss": history, "accuracy_before": before, "accuracy_after": after}
+        self.phase1_seconds = time.time() - started
+        print(f"=> Stage 1 done in {self.phase1_seconds:.1f} s: loss {history[0]:.4f} -> {history[-1]:.4f}; "
+              f"image-to-text accuracy {before['i2t']:.1%} -> {after['i2t']:.1%}, text-to-image "
+              f"{before['t2i']:.1%} -> {after['t2i']:.1%} (training features)")
+        return table
+
+    def identity_text_features(self) -> torch.Tensor:
+        """(C, E) text features of every identity, on the engine's device, under ``test_precision`` autocast."""
+        with autocast(self.device, self.test_precision):
+            return self.model.identity_text_features(self.cfg.test.batch_size).float()
+
+    def save_stage1_checkpoint(self, save_dir: str) -> str:
+        """``checkpoint-latest`` after stage 1 (``epoch`` 0): resuming from it skips stage 1."""
+        self.last_checkpoint = save_on_main_process(self.checkpoint_state(-1, 0.0), checkpoint_path(save_dir, "latest"))
+        print(f"Stage-1 checkpoint saved to \"{self.last_checkpoint}\"")
+        return self.last_checkpoint
+
     def needs_memory(self) -> bool:
-        return bool(self.cfg.tfclip.memory) and not bool(self.model.memory_ready)
+        return self.model.memory_mode != "none" and not bool(self.model.memory_ready)
 
     # run ----------------------------------------------------------------------------------------------
     def run(self, save_dir: str = "log", max_epoch: int = 0, start_epoch: int = 0, eval_freq: int = -1,
             test_only: bool = False, **kwargs) -> None:
-        """torchreid's ``Engine.run`` preceded by phase 1 (skipped when the model carries a memory, e.g. on
-        resume). With ``tfclip.select_on_test`` the run evaluates RRS-test clips every ``eval_freq`` (2 if
-        unset) epochs, keeps the best R1+mAP checkpoint and finally tests that one with ``tfclip.test_sampling``
-        (the reference's test-set model selection)."""
+        """torchreid's ``Engine.run`` preceded by phase 1 (skipped when the model carries its class table, e.g. on
+        resume; in text mode followed by a checkpoint, so that stage 1 is never repeated). With
+        ``tfclip.select_on_test`` the run evaluates RRS-test clips every ``eval_freq`` (2 if unset) epochs, keeps
+        the best R1+mAP checkpoint and finally tests that one with ``tfclip.test_sampling`` (the reference's
+        test-set model selection)."""
         if test_only:
             super().run(save_dir=save_dir, test_only=True, **kwargs)
             return
         if self.needs_memory():
             self.build_memory()
+            if self.model.memory_mode == "text":
+                self.save_stage1_checkpoint(save_dir)
         select = bool(self.cfg.tfclip.select_on_test)
         if select:
             eval_freq = eval_freq if eval_freq > 0 else SELECTION_EVAL_FREQ
@@ -184,9 +273,9 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         self.optimizer.zero_grad(set_to_none=True)
         backward_and_step(loss, self.optimizer, self.scaler)
         summary = {k: v.item() for k, v in terms.items()}
-        head = output.v2m_logits if output.v2m_logits is not None else output.logits[0]
-        summary["acc_v2m" if output.v2m_logits is not None else "acc"] = (
-            (head.argmax(1) == pids).float().mean().item()
-        )
+        table = self.criterion.table
+        table_logits = getattr(output, f"{table}_logits")
+        head = table_logits if table_logits is not None else output.logits[0]
+        summary[f"acc_{table}" if table_logits is not None else "acc"] = (head.argmax(1) == pids).float().mean().item()
         return summary
 

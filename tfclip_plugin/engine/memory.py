@@ -6,13 +6,18 @@ averaged over frames (``model.encode_for_memory``), a tracklet's feature the mea
 memory row k the plain mean over the tracklets of label k. Chunks of many tracklets share a batch. Under
 torchrun each rank encodes a block of the tracklets and the tracklet features are gathered in order, so
 every rank builds the single-process memory.
+
+The per-tracklet features (:func:`training_features`) also feed stage 1 of text mode
+(``engine.prompt_learning``). Image datasets (items ``(img_path, pid, camid, ...)``) are read as one-frame
+tracklets (:func:`as_tracklets`), one feature per image. Both kinds of result can be cached in
+``tfclip.memory_cache`` under distinct file names (:data:`CACHE_KINDS`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +45,51 @@ def identity_means(features: torch.Tensor, pids: Sequence[int], num_classes: int
     return (sums / counts[:, None]).float()
 
 
+def as_tracklets(items: Sequence[tuple]) -> Tuple[List[tuple], bool]:
+    """(torchreid training items as tracklets, whether they are images): an image item ``(img_path, pid, camid,
+    ...)`` becomes the one-frame tracklet ``([img_path], pid, camid)``; tracklets are returned as they are."""
+    items = list(items)
+    images = bool(items) and isinstance(items[0][0], str)
+    return ([([item[0]], item[1], item[2]) for item in items] if images else items), images
+
+
 @torch.no_grad()
+def training_features(
+    model: nn.Module,
+    tracklets: Sequence[tuple],
+    transform: Any,
+    seq_len: int = 8,
+    batch_size: int = 32,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    desc: str = "CLIP-Memory",
+) -> torch.Tensor:
+    """(N, E) float32: per training tracklet (torchreid tuples ``(img_paths, pid, camid[, dsetid])``, seen
+    through the test ``transform``) the mean over its dense ``seq_len``-frame chunks of
+    ``model.encode_for_memory`` (projected CLS averaged over frames, no SIE); ``seq_len`` 1 for one-frame
+    tracklets (images).
+
+    The model runs in eval mode (restored afterwards) under ``no_grad``; in a process group every rank
+    encodes its block of the tracklets (``distributed.gather_shards``) and every rank gets all rows.
+    """
+    from ..data.video import DenseClipDataset
+
+    def block_features(block: range) -> torch.Tensor:
+        dataset = DenseClipDataset([tracklets[i] for i in block], transform, seq_len=seq_len)
+        return dense_tracklet_features(
+            lambda clips, camids: model.encode_for_memory(clips), dataset, batch_size, workers, device, precision,
+            desc=desc,
+        )
+
+    was_training = model.training
+    model.eval()
+    try:
+        return gather_shards(block_features, len(tracklets))
+    finally:
+        model.train(was_training)
+
+
 def build_clip_memory(
     model: nn.Module,
     tracklets: Sequence[tuple],
@@ -52,27 +101,9 @@ def build_clip_memory(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """The CLIP-Memory (num_classes, E) float32 of ``model`` on training ``tracklets``
-    (torchreid tuples ``(img_paths, pid, camid[, dsetid])``) seen through the test ``transform``.
-
-    The model runs in eval mode (restored afterwards) under ``no_grad``; in a process group every rank
-    encodes its block of the tracklets (``distributed.gather_shards``).
-    """
-    from ..data.video import DenseClipDataset
-
-    def block_features(block: range) -> torch.Tensor:
-        dataset = DenseClipDataset([tracklets[i] for i in block], transform, seq_len=seq_len)
-        return dense_tracklet_features(
-            lambda clips, camids: model.encode_for_memory(clips), dataset, batch_size, workers, device, precision,
-            desc="CLIP-Memory",
-        )
-
-    was_training = model.training
-    model.eval()
-    try:
-        features = gather_shards(block_features, len(tracklets))
-    finally:
-        model.train(was_training)
+    """The CLIP-Memory (num_classes, E) float32 of ``model`` on training ``tracklets``: the identity means
+    (:func:`identity_means`) of their :func:`training_features`."""
+    features = training_features(model, tracklets, transform, seq_len, batch_size, workers, device, precision)
     return identity_means(features, [t[1] for t in tracklets], num_classes)
 
 
@@ -96,18 +127,24 @@ def memory_cache_key(model: nn.Module, tracklets: Sequence[tuple], settings: Dic
     return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
 
 
-def cached_memory_path(cache_dir: str, key: str) -> str:
-    """Where a memory with ``key`` lives in ``tfclip.memory_cache``."""
-    return os.path.join(cache_dir, f"clip-memory-{key}.pt")
+CACHE_KINDS = ("clip-memory", "stage1-features")  # the CLIP-Memory; the per-tracklet features of stage 1
 
 
-def load_cached_memory(cache_dir: str, key: str) -> Optional[torch.Tensor]:
-    """The cached memory for ``key``, or None."""
-    path = cached_memory_path(cache_dir, key)
+def cached_memory_path(cache_dir: str, key: str, kind: str = "clip-memory") -> str:
+    """Where a cached tensor of ``kind`` (:data:`CACHE_KINDS`) with ``key`` lives in ``tfclip.memory_cache``."""
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"cache kind must be one of {', '.join(CACHE_KINDS)}; got {kind!r}")
+    return os.path.join(cache_dir, f"{kind}-{key}.pt")
+
+
+def load_cached_memory(cache_dir: str, key: str, kind: str = "clip-memory") -> Optional[torch.Tensor]:
+    """The cached tensor of ``kind`` for ``key``, or None."""
+    path = cached_memory_path(cache_dir, key, kind)
     return load_checkpoint(path)["memory"] if os.path.isfile(path) else None
 
 
-def store_cached_memory(cache_dir: str, key: str, memory: torch.Tensor, settings: Dict[str, Any]) -> str:
-    """Write ``memory`` under ``key`` atomically; returns the path."""
+def store_cached_memory(cache_dir: str, key: str, memory: torch.Tensor, settings: Dict[str, Any],
+                        kind: str = "clip-memory") -> str:
+    """Write ``memory`` (a tensor of ``kind``) under ``key`` atomically; returns the path."""
     return save_checkpoint({"memory": memory.cpu(), "settings": json.dumps(settings, sort_keys=True)},
-                           cached_memory_path(cache_dir, key))
+                           cached_memory_path(cache_dir, key, kind))

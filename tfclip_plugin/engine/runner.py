@@ -118,6 +118,8 @@ def run_single(cfg: CN) -> Dict[str, Any]:
             "versions": versions(),
             "config": json.loads(json.dumps(cfg)),
         }
+        if getattr(engine, "stage1_history", None):  # text mode: stage-1 losses and text/image accuracies
+            results["stage1"] = engine.stage1_history
         if distributed.is_main_process():
             print(f"Results written to {write_results(save_dir, results)}")
     return results

@@ -84,17 +84,37 @@ class ViTBackbone(nn.Module):
         self.embed_dim = embed_dim
         self.num_tokens = self.grid_size[0] * self.grid_size[1] + 1
 
-    def forward(self, frames: Tensor, cls_offset: Tensor | None = None) -> FrameTokens:
-        """frames (N, 3, H, W), cls_offset (N, width) added to the CLS token (SIE) -> FrameTokens."""
+    def _embed(self, frames: Tensor, cls_offset: Tensor | None) -> Tensor:
+        """frames (N, 3, H, W) -> the transformer's input (N, L, width): patches, CLS (+ offset), positions, ln_pre."""
         v = self.visual
         x = v.conv1(frames).flatten(2).transpose(1, 2)  # (N, h*w, width)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         if cls_offset is not None:
             cls = cls + cls_offset[:, None].to(x.dtype)
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-        x = v.transformer(v.ln_pre(x))  # batch-first; honours open_clip's grad checkpointing
-        x = v.ln_post(x)
+        return v.ln_pre(x)
+
+    def forward(self, frames: Tensor, cls_offset: Tensor | None = None) -> FrameTokens:
+        """frames (N, 3, H, W), cls_offset (N, width) added to the CLS token (SIE) -> FrameTokens."""
+        x = self.visual.transformer(self._embed(frames, cls_offset))  # batch-first; honours grad checkpointing
+        x = self.visual.ln_post(x)
         return FrameTokens(cls=x[:, 0], tokens=x)
+
+    def forward_with_penultimate(self, frames: Tensor, cls_offset: Tensor | None = None) -> Tuple[FrameTokens, Tensor]:
+        """As ``forward``, plus the CLS token after all blocks but the last, before ln_post: (N, width).
+
+        CLIP-ReID's ``img_feature_last``, its third triplet feature (CLIP-ReID model/clip/model.py:230-236,
+        model/make_model_clipreid.py:136). Same cost as ``forward``.
+        """
+        x = self._embed(frames, cls_offset)
+        blocks = len(self.visual.transformer.resblocks)
+        if blocks == 1:
+            penultimate, x = x[:, 0], self.visual.transformer(x)
+        else:
+            x, (inner,) = self.visual.transformer.forward_intermediates(x, indices=[blocks - 2])
+            penultimate = inner[:, 0]
+        x = self.visual.ln_post(x)
+        return FrameTokens(cls=x[:, 0], tokens=x), penultimate
 
     def project(self, x: Tensor) -> Tensor:
         """(..., width) -> (..., embed_dim): CLIP's projection into the joint space."""
@@ -134,10 +154,24 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, frames: Tensor, cls_offset: Tensor | None = None) -> FrameTokens:
         """frames (N, 3, H, W) -> FrameTokens; the CNN has no CLS token, so ``cls_offset`` must be None."""
+        return self._tokens(self._layers(frames, cls_offset)[1])
+
+    def forward_with_penultimate(self, frames: Tensor, cls_offset: Tensor | None = None) -> Tuple[FrameTokens, Tensor]:
+        """As ``forward``, plus the average-pooled layer3 map (N, 16 * width): CLIP-ReID's ``img_feature_last``
+        for the CNN (CLIP-ReID model/make_model_clipreid.py:122)."""
+        layer3, layer4 = self._layers(frames, cls_offset)
+        return self._tokens(layer4), layer3.mean(dim=(2, 3))
+
+    def _layers(self, frames: Tensor, cls_offset: Tensor | None) -> Tuple[Tensor, Tensor]:
+        """frames (N, 3, H, W) -> layer3 (N, 16*width, H/16, W/16), layer4 (N, 32*width, H/16, W/16)."""
         if cls_offset is not None:
             raise ValueError("the CNN backbone has no CLS token for a camera embedding (build it with tfclip.sie False)")
         v = self.visual
-        x = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(frames)))))  # (N, 32*width, H/16, W/16)
+        layer3 = v.layer3(v.layer2(v.layer1(v.stem(frames))))
+        return layer3, v.layer4(layer3)
+
+    def _tokens(self, x: Tensor) -> FrameTokens:
+        """layer4 map (N, C, h, w) -> FrameTokens (average-pooled map, attention-pool tokens)."""
         return FrameTokens(cls=x.mean(dim=(2, 3)), tokens=self._attention_pool_tokens(x))
 
     def _attention_pool_tokens(self, x: Tensor) -> Tensor:

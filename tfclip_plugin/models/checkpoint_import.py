@@ -2,6 +2,8 @@
 
 - :func:`load_tfclip_state_dict`: our own checkpoints (strict);
 - :func:`load_official_checkpoint`: the official TF-CLIP checkpoints (three generations, below);
+- :func:`load_clipreid_checkpoint`: Syliz517/CLIP-ReID checkpoints (its ``make_model_clipreid`` model, ViT-B/16 or
+  RN50, with or without SIE) into a text-mode model (see its docstring);
 - :func:`load_matching_weights`: torchreid's rule for any model (entries matching by name and shape), used for
   torchreid models and files written by torchreid's engines;
 - :func:`load_weights`: reads a file (``weights_only=True``) and picks the right one of the above.
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import os
 import re
+from math import prod
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch import Tensor, nn
 
 from ..files.checkpoint_file import load_checkpoint, state_dict_of
+from .backbone import ResNetBackbone, grid_shape
 from .ssp import PaperSSP, ReleasedSSP
 from .temporal import TemporalMemoryDiffusion
 
@@ -108,7 +112,7 @@ def _official_key(key: str, ssp_variant: Optional[str], ssp_reason: str) -> Tupl
 
 
 def _mismatch_hint(key: str, model: nn.Module) -> str:
-    if key.startswith("classifier") or key.startswith("memory"):
+    if key.startswith("classifier") or key.startswith("memory") or key.endswith("cls_ctx"):
         return f" (the model has {getattr(model, 'num_classes', '?')} classes)"
     if key == "cv_embed":
         return f" (the model has {getattr(model, 'num_cameras', '?')} SIE cameras; set tfclip.num_cameras)"
@@ -212,6 +216,125 @@ def load_matching_weights(model: nn.Module, state_dict: StateDict) -> Dict[str, 
     }
 
 
+_CLIPREID_RENAMED = {"image_encoder.": "backbone.visual.", "prompt_learner.": "text.prompt_learner.",
+                     "text_encoder.": "text.text_encoder.", "classifier.": "classifier2."}
+_TABLE_BUFFERS = ("memory", "memory_ready")
+
+
+def is_clipreid_state_dict(state_dict: StateDict) -> bool:
+    """True for a CLIP-ReID model (``make_model_clipreid``): ``image_encoder.*`` and ``prompt_learner.*`` tensors."""
+    return any(k.startswith("image_encoder.") for k in state_dict) and "prompt_learner.cls_ctx" in state_dict
+
+
+def clipreid_backbone_architecture(state_dict: StateDict) -> str:
+    """'rn50' or 'vit': the image encoder of a CLIP-ReID state dict (the CNN has an attention pool)."""
+    return "rn50" if any(k.startswith("image_encoder.attnpool.") for k in state_dict) else "vit"
+
+
+def _clipreid_key(key: str) -> str:
+    for old, new in _CLIPREID_RENAMED.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
+
+
+def _refuse_other_origins(state_dict: StateDict, what: str) -> None:
+    if is_clipreid_state_dict(state_dict):
+        return
+    if is_tfclip_state_dict(state_dict):
+        raise ValueError(f"{what}: this is a tfclip_plugin checkpoint (backbone.visual.*, memory), not a CLIP-ReID "
+                         f"one; load it with load_tfclip_state_dict or model.load_weights")
+    if any(k.startswith(("SSP.", "TMD.", "SAT.", "prompts_generator.", "classifier2.")) for k in state_dict):
+        raise ValueError(f"{what}: this is an official TF-CLIP checkpoint (SSP/TMD/classifier2 keys), not a CLIP-ReID "
+                         f"one; load it with load_official_checkpoint")
+    if any(k.startswith("image_encoder.") for k in state_dict) and "classifier.weight" in state_dict:
+        raise ValueError(f"{what}: a CLIP-ReID baseline (model/make_model.py: image encoder and heads, no "
+                         f"prompt_learner.* / text_encoder.*) is not supported; only CLIP-ReID models with their "
+                         f"text branch are")
+    raise ValueError(f"{what}: not a CLIP-ReID checkpoint (expected image_encoder.*, prompt_learner.cls_ctx, "
+                     f"text_encoder.*, classifier.weight keys)")
+
+
+def vit_stride_for(rows: int, height: int, width: int) -> Optional[int]:
+    """The ViT patch stride whose grid at ``height`` x ``width`` has ``rows`` - 1 cells, or None."""
+    return next((s for s in range(16, 0, -1) if rows - 1 == prod(grid_shape(height, width, s))), None)
+
+
+def _check_clipreid_fit(model: nn.Module, state_dict: StateDict, what: str) -> None:
+    """Errors naming the setting to change when ``state_dict`` (CLIP-ReID names) cannot go into ``model``."""
+    arch = clipreid_backbone_architecture(state_dict)
+    model_arch = "rn50" if isinstance(model.backbone, ResNetBackbone) else "vit"
+    if arch != model_arch:
+        names = {"vit": "a ViT (tfclip_vit)", "rn50": "an RN50 (tfclip_rn50)"}
+        raise ValueError(f"{what}: the checkpoint's image encoder is {names[arch]}, the model's {names[model_arch]}")
+    if getattr(model, "memory_mode", None) != "text" or model.temporal is not None or model.ssp is not None:
+        raise ValueError(f"{what}: CLIP-ReID's model is a text-mode model without temporal module or SSP: build it "
+                         f"with memory='text', temporal='tap', ssp='none' (tfclip.memory text, tfclip.temporal tap, "
+                         f"tfclip.ssp none)")
+    classes = int(state_dict["classifier.weight"].shape[0]) if "classifier.weight" in state_dict else None
+    if classes is not None and classes != model.num_classes:
+        raise ValueError(f"{what}: it was trained on {classes} identities (classifier.weight, prompt_learner.cls_ctx) "
+                         f"but the model has {model.num_classes} classes; build it with num_classes={classes}")
+    cameras = state_dict.get("cv_embed")
+    if cameras is None and model.cv_embed is not None:
+        raise ValueError(f"{what}: it has no SIE camera table (cv_embed; trained without MODEL.SIE_CAMERA) but the "
+                         f"model has one; build it with sie=False (tfclip.sie False)")
+    if cameras is not None and model.cv_embed is None:
+        raise ValueError(f"{what}: it has an SIE camera table of {cameras.shape[0]} cameras (cv_embed) but the model "
+                         f"has none; build it with sie=True and num_cameras={cameras.shape[0]}")
+    if cameras is not None and cameras.shape[0] != model.num_cameras:
+        raise ValueError(f"{what}: its SIE table has {cameras.shape[0]} cameras (cv_embed) but the model's "
+                         f"{model.num_cameras}; build it with num_cameras={cameras.shape[0]} (tfclip.num_cameras)")
+    grid_key = "image_encoder.attnpool.positional_embedding" if arch == "rn50" else "image_encoder.positional_embedding"
+    ours = model.state_dict()[_clipreid_key(grid_key)]
+    if grid_key in state_dict and state_dict[grid_key].shape[0] != ours.shape[0]:
+        rows, (height, width) = int(state_dict[grid_key].shape[0]), model.backbone.image_size
+        stride = vit_stride_for(rows, height, width) if arch == "vit" else None
+        hint = (f"at {height}x{width} that is tfclip.stride {stride}" if stride else
+                f"another input size than the model's {height}x{width} (data.height / data.width)"
+                + ("" if arch == "rn50" else " or tfclip.stride"))
+        raise ValueError(f"{what}: {grid_key} has {rows} rows ({rows - 1} grid cells) but the model's "
+                         f"{ours.shape[0]}: {hint}")
+
+
+def load_clipreid_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike, StateDict]
+                             ) -> Dict[str, Any]:
+    """Load a Syliz517/CLIP-ReID checkpoint (``make_model_clipreid``'s ``state_dict()``, ``module.`` prefixes
+    stripped; a path is read with ``weights_only=True``) into ``model``, strictly; returns a report.
+
+    ``model``: a ``TFCLIP`` built as CLIP-ReID's model: ``memory='text', temporal='tap', ssp='none'``, the same
+    architecture, class count, SIE camera count (``sie=False`` for files without ``cv_embed``), input size and
+    stride (the positional embedding's rows). Names: ``image_encoder.*`` -> ``backbone.visual.*``,
+    ``prompt_learner.*`` / ``text_encoder.*`` -> ``text.*``, ``classifier`` -> ``classifier2``; ``cv_embed``,
+    ``classifier_proj``, ``bottleneck``, ``bottleneck_proj`` keep theirs. CLIP-ReID files hold no class table:
+    the identities' text features are computed from the loaded prompts and installed (``set_memory``), as its
+    stage 2 does before training.
+
+    Report: ``origin`` 'CLIP-ReID', ``architecture`` ('vit' | 'rn50'), ``loaded`` (tensors), ``num_classes``,
+    ``num_cameras`` (0 without SIE). Raises ValueError naming what to change when the file belongs to another
+    architecture, class count, camera count, input size or stride, or is not a CLIP-ReID file (TF-CLIP files,
+    ours, CLIP-ReID baselines without a text branch).
+    """
+    what = "CLIP-ReID checkpoint"
+    state_dict = _read(path_or_state_dict, what)
+    _refuse_other_origins(state_dict, what)
+    _check_clipreid_fit(model, state_dict, what)
+    mapped = {_clipreid_key(k): v for k, v in state_dict.items()}
+    target = {k: v for k, v in model.state_dict().items() if k not in _TABLE_BUFFERS}
+    missing, unexpected = sorted(set(target) - set(mapped)), sorted(set(mapped) - set(target))
+    if missing or unexpected:
+        parts = [f"missing {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else "") if missing else "",
+                 f"unexpected {', '.join(unexpected[:4])}" + (" ..." if len(unexpected) > 4 else "")
+                 if unexpected else ""]
+        raise ValueError(f"{what} does not match the model (another tower size?): " + "; ".join(p for p in parts if p))
+    _check_shapes(list(mapped.items()), target, model, what)
+    model.load_state_dict(mapped, strict=False)
+    model.set_memory(model.identity_text_features())
+    cameras = state_dict.get("cv_embed")
+    return {"origin": "CLIP-ReID", "architecture": clipreid_backbone_architecture(state_dict), "loaded": len(mapped),
+            "num_classes": model.num_classes, "num_cameras": int(cameras.shape[0]) if cameras is not None else 0}
+
+
 def is_tfclip_state_dict(state_dict: StateDict) -> bool:
     """True for our own TF-CLIP weights (a CLIP-Memory buffer and ``backbone.visual.*`` tensors)."""
     return "memory" in state_dict and any(key.startswith("backbone.visual.") for key in state_dict)
@@ -220,10 +343,10 @@ def is_tfclip_state_dict(state_dict: StateDict) -> bool:
 def load_weights(model: nn.Module, path: str) -> Dict[str, Any]:
     """``model.load_weights``: read ``path`` with ``weights_only=True`` and load it into ``model``.
 
-    A TF-CLIP model takes our checkpoints strictly (:func:`load_tfclip_state_dict`) and official TF-CLIP
-    files (:func:`load_official_checkpoint`); any other model takes the entries that match by name and shape
-    (:func:`load_matching_weights`), and a file with no such entry is an error. Returns a report whose
-    ``loaded`` is the number of tensors loaded.
+    A TF-CLIP model takes our checkpoints strictly (:func:`load_tfclip_state_dict`), CLIP-ReID files
+    (:func:`load_clipreid_checkpoint`) and official TF-CLIP files (:func:`load_official_checkpoint`); any other
+    model takes the entries that match by name and shape (:func:`load_matching_weights`), and a file with no such
+    entry is an error. Returns a report whose ``loaded`` is the number of tensors loaded.
     """
     state = state_dict_of(load_checkpoint(path))
     if hasattr(model, "set_memory"):
@@ -231,6 +354,8 @@ def load_weights(model: nn.Module, path: str) -> Dict[str, Any]:
             load_tfclip_state_dict(model, state)
             return {"origin": "tfclip_plugin", "loaded": len(state)}
         try:
+            if is_clipreid_state_dict(state):
+                return load_clipreid_checkpoint(model, state)
             return {"origin": "official TF-CLIP", **load_official_checkpoint(model, state)}
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc

@@ -1,4 +1,4 @@
-"""Pretrained CLIP weights for the visual towers (``tfclip.clip_weights``).
+"""Pretrained CLIP weights for the visual and text towers (``tfclip.clip_weights``).
 
 Sources:
 - the OpenAI TorchScript archive (``ViT-B-16.pt``, ``RN50.pt``, what OpenAI's ``clip`` package downloads):
@@ -13,6 +13,11 @@ The grid positional embedding (ViT ``positional_embedding``, CNN ``attnpool.posi
 bilinearly with ``align_corners=False`` and no antialiasing, as the reference does (open_clip's
 ``resize_pos_embed`` is bicubic with antialias and gives different values). Weights end up fp32
 (OpenAI's are stored in fp16).
+
+The text tower (``token_embedding.weight``, ``positional_embedding``, ``transformer.*``, ``ln_final.*``,
+``text_projection``: top-level keys in OpenAI's and open_clip's CLIP, or under ``text.``) is read from the same
+sources by :func:`read_clip_text_state_dict` and loaded into a ``text.TextBranch`` by
+:func:`load_clip_text_weights`: the token embedding only feeds the prompt learner's frozen template embeddings.
 """
 from __future__ import annotations
 
@@ -20,13 +25,14 @@ import math
 import os
 import warnings
 import zipfile
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .backbone import Backbone, ResNetBackbone
+from .text import VOCAB_SIZE, TextBranch
 
 OPENAI_MODEL_NAMES = {"vit": "ViT-B-16-quickgelu", "rn50": "RN50-quickgelu"}
 
@@ -65,13 +71,12 @@ def _as_fp32(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
 
 
-def read_clip_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
-    """The visual tower's weights (fp32, OpenAI/open_clip names without ``visual.``) from ``source``."""
+def _read_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
+    """Every tensor of the CLIP weights in ``source`` (a file or ``'openai'``), names as stored."""
     if source == "openai":
         import open_clip
 
-        model = open_clip.create_model(OPENAI_MODEL_NAMES[arch], pretrained="openai")
-        return _as_fp32(model.visual.state_dict())
+        return open_clip.create_model(OPENAI_MODEL_NAMES[arch], pretrained="openai").state_dict()
     if not os.path.isfile(source):
         raise FileNotFoundError(f"tfclip.clip_weights: no such file '{source}' (expected an OpenAI TorchScript "
                                 f"archive, a state dict, an open_clip checkpoint, or 'openai')")
@@ -85,17 +90,27 @@ def read_clip_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
         state_dict = load_state_dict(source, weights_only=True)
     if not isinstance(state_dict, dict) or not all(isinstance(v, Tensor) for v in state_dict.values()):
         raise ValueError(f"tfclip.clip_weights: '{source}' does not hold a state dict of tensors")
-    return _as_fp32(_visual_part(state_dict))
+    return state_dict
 
 
-def load_clip_weights(backbone: Backbone, source: str) -> None:
-    """Load CLIP weights from ``source`` into ``backbone.visual`` (grid embedding resized to its grid).
+def read_clip_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
+    """The visual tower's weights (fp32, OpenAI/open_clip names without ``visual.``) from ``source``."""
+    return _as_fp32(_visual_part(_read_state_dict(source, arch)))
+
+
+def load_clip_weights(backbone: Backbone, source: str, text: Optional[TextBranch] = None) -> None:
+    """Load CLIP weights from ``source`` into ``backbone.visual`` (grid embedding resized to its grid) and, when
+    ``text`` is given, the text tower of the same file into it (:func:`load_clip_text_state_dict`); the file is
+    read once.
 
     Raises ValueError naming the source and the first mismatching keys when the weights belong to another
     architecture or size (e.g. RN50 weights for the ViT, or ViT-B/16 weights for a tiny tower).
     """
     arch = "rn50" if isinstance(backbone, ResNetBackbone) else "vit"
-    state_dict = read_clip_state_dict(source, arch)
+    everything = _read_state_dict(source, arch)
+    if text is not None:
+        load_clip_text_state_dict(text, _text_weights(everything, source), source)
+    state_dict = _as_fp32(_visual_part(everything))
     target = backbone.visual.state_dict()
     grid_key = "attnpool.positional_embedding" if arch == "rn50" else "positional_embedding"
     if grid_key in state_dict and state_dict[grid_key].shape != target[grid_key].shape:
@@ -116,3 +131,63 @@ def load_clip_weights(backbone: Backbone, source: str) -> None:
         raise ValueError(f"tfclip.clip_weights '{source}' does not fit the backbone (expected {expected}): {details}")
     backbone.visual.load_state_dict(state_dict)
     backbone.float()
+
+
+TEXT_PREFIXES = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+
+
+def _text_part(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The text tower's keys: under ``text.`` (open_clip's CustomTextCLIP) without the prefix, else top-level."""
+    text = {k[len("text."):]: v for k, v in state_dict.items() if k.startswith("text.")}
+    return {k: v for k, v in (text or state_dict).items() if k.startswith(TEXT_PREFIXES)}
+
+
+def read_clip_text_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
+    """The text tower's weights (fp32, OpenAI names: ``token_embedding.weight``, ``positional_embedding``,
+    ``transformer.resblocks.*``, ``ln_final.*``, ``text_projection``) from ``source``.
+
+    Raises ValueError naming the source when it holds no text tower (e.g. a visual-only state dict).
+    """
+    return _text_weights(_read_state_dict(source, arch), source)
+
+
+def _text_weights(everything: Dict[str, Tensor], source: str) -> Dict[str, Tensor]:
+    """The fp32 text-tower weights among all tensors of ``source`` (see :func:`read_clip_text_state_dict`)."""
+    state_dict = _text_part(everything)
+    if "token_embedding.weight" not in state_dict:
+        raise ValueError(f"tfclip.clip_weights '{source}' holds no CLIP text tower (expected token_embedding.weight, "
+                         f"positional_embedding, transformer.*, ln_final.*, text_projection at the top level or "
+                         f"under text.)")
+    return _as_fp32(state_dict)
+
+
+def load_clip_text_state_dict(branch: TextBranch, state_dict: Dict[str, Tensor], source: str) -> None:
+    """Load text-tower weights with OpenAI names (see :func:`read_clip_text_state_dict`) into ``branch``:
+    ``token_embedding.weight`` recomputes the prompt learner's template embeddings, the rest goes to
+    ``branch.text_encoder``. ``cls_ctx`` is left as it is. Raises ValueError naming ``source`` and the first
+    mismatching keys when the weights belong to another tower size."""
+    width = branch.prompt_learner.token_prefix.shape[-1]
+    target = {"token_embedding.weight": (VOCAB_SIZE, width),
+              **{k: tuple(v.shape) for k, v in branch.text_encoder.state_dict().items()}}
+    missing = sorted(set(target) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(target))
+    mismatched = [f"{k}: file {tuple(state_dict[k].shape)}, model {target[k]}"
+                  for k in sorted(set(target) & set(state_dict)) if tuple(state_dict[k].shape) != target[k]]
+    if missing or unexpected or mismatched:
+        encoder = branch.text_encoder
+        expected = (f"CLIP text weights of width {width}, depth {len(encoder.transformer.resblocks)}, "
+                    f"projection to {branch.embed_dim} and {len(target)} tensors")
+        details = "; ".join(filter(None, [
+            f"mismatched shapes: {', '.join(mismatched[:3])}" if mismatched else "",
+            f"missing: {', '.join(missing[:3])}" if missing else "",
+            f"unexpected: {', '.join(unexpected[:3])}" if unexpected else "",
+        ]))
+        raise ValueError(f"tfclip.clip_weights '{source}' does not fit the text tower (expected {expected}): {details}")
+    branch.prompt_learner.set_token_embedding(state_dict["token_embedding.weight"])
+    branch.text_encoder.load_state_dict({k: v for k, v in state_dict.items() if k != "token_embedding.weight"})
+    branch.float()
+
+
+def load_clip_text_weights(branch: TextBranch, source: str, arch: str) -> None:
+    """Load the CLIP text tower of ``source`` (file or ``'openai'``, as the visual weights) into ``branch``."""
+    load_clip_text_state_dict(branch, read_clip_text_state_dict(source, arch), source)

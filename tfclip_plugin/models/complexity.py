@@ -12,6 +12,10 @@ frame. ``gmacs_per_frame_full`` adds the patch embedding and the projection of e
 projects all 129 tokens for the SSP); for the CNN both are the whole tower (stem, four stages and the attention
 pool run over all tokens). ``temporal_gmacs_per_frame`` is the temporal module per frame of an 8-frame clip;
 ``ssp_gmacs_per_clip`` the SSP for one clip against the whole memory (training only).
+
+Text mode: ``text`` counts the text branch (text encoder + the identity tokens ``cls_ctx``; CLIP's token embedding
+is not kept), and ``text_gmacs_per_prompt`` is the text encoder on one prompt of CLIP's full 77 tokens, as
+CLIP-ReID runs it (ours stops at the EOT token, 12 tokens, with the same result; training only).
 """
 from __future__ import annotations
 
@@ -52,10 +56,10 @@ def _module_flops(counter: FlopCounterMode, suffix: str) -> int:
 
 
 def model_complexity(model: nn.Module, height: int = 256, width: int = 128) -> Dict[str, Any]:
-    """{'backbone', 'ssp', 'temporal', 'heads', 'total'} parameter counts (heads = BNNecks, classifiers and the
-    SIE table) and GMACs: 'gmacs_per_frame', 'gmacs_per_frame_full', 'temporal_gmacs_per_frame',
-    'ssp_gmacs_per_clip' (see the module docstring). The model is built for one input size; ``height`` and
-    ``width`` must be that size."""
+    """{'backbone', 'ssp', 'temporal', 'text', 'heads', 'total'} parameter counts (heads = BNNecks, classifiers and
+    the SIE table) and GMACs: 'gmacs_per_frame', 'gmacs_per_frame_full', 'temporal_gmacs_per_frame',
+    'ssp_gmacs_per_clip', 'text_gmacs_per_prompt' (see the module docstring). The model is built for one input
+    size; ``height`` and ``width`` must be that size."""
     backbone = model.backbone
     if tuple(backbone.image_size) != (height, width):
         raise ValueError(f"the model was built for {backbone.image_size[0]}x{backbone.image_size[1]} input, "
@@ -64,9 +68,10 @@ def model_complexity(model: nn.Module, height: int = 256, width: int = 128) -> D
         "backbone": count_parameters(backbone),
         "ssp": count_parameters(model.ssp),
         "temporal": count_parameters(model.temporal),
+        "text": count_parameters(getattr(model, "text", None)),
     }
     report["total"] = count_parameters(model)
-    report["heads"] = report["total"] - report["backbone"] - report["ssp"] - report["temporal"]
+    report["heads"] = report["total"] - report["backbone"] - report["ssp"] - report["temporal"] - report["text"]
 
     parameter = next(model.parameters())
     was_training = model.training
@@ -85,6 +90,7 @@ def model_complexity(model: nn.Module, height: int = 256, width: int = 128) -> D
             report["gmacs_per_frame_full"] = _gmacs(full)
             report["temporal_gmacs_per_frame"] = _gmacs(_temporal_flops(model, tokens) // CLIP_FRAMES)
             report["ssp_gmacs_per_clip"] = _gmacs(_ssp_flops(model, backbone.project(tokens)))
+            report["text_gmacs_per_prompt"] = _gmacs(_text_flops(getattr(model, "text", None)))
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
@@ -108,4 +114,16 @@ def _ssp_flops(model: nn.Module, video: torch.Tensor) -> int:
         return 0
     with _counter() as counter:
         model.ssp(model.memory, video)
+    return counter.get_total_flops()
+
+
+def _text_flops(text: Optional[nn.Module]) -> int:
+    """The text encoder on one prompt of all ``context_length`` tokens (CLIP-ReID's full causal sequence)."""
+    if text is None:
+        return 0
+    encoder = text.text_encoder
+    prompt = text.prompt_learner(torch.zeros(1, dtype=torch.long, device=encoder.positional_embedding.device))
+    with _counter() as counter:
+        x = encoder.transformer(prompt + encoder.positional_embedding, attn_mask=encoder.attn_mask)
+        encoder.ln_final(x[:, text.prompt_learner.eot_index]) @ encoder.text_projection
     return counter.get_total_flops()

@@ -12,6 +12,27 @@ from typing import Any, Dict, Tuple
 from .ssp import SSP_NAMES
 from .temporal import TEMPORAL_NAMES
 
+MEMORY_MODES = ("clip", "text", "none")
+_LEGACY_MEMORY = {True: "clip", False: "none", "true": "clip", "false": "none"}
+
+
+def memory_mode(value: Any) -> str:
+    """``tfclip.memory`` as one of :data:`MEMORY_MODES`; the boolean values of older configs, command lines and
+    checkpoints map True -> 'clip' (CLIP-Memory), False -> 'none' (also the strings 'True'/'False', any case).
+
+    Raises ValueError naming the key and the valid values for anything else.
+    """
+    if isinstance(value, str):
+        mode = _LEGACY_MEMORY.get(value.strip().lower(), value.strip().lower())
+    elif isinstance(value, bool):
+        mode = _LEGACY_MEMORY[value]
+    else:
+        mode = None
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"tfclip.memory must be one of {', '.join(MEMORY_MODES)} (or True = 'clip', False = "
+                         f"'none'); got {value!r}")
+    return mode
+
 
 @dataclass(frozen=True)
 class ModelOptions:
@@ -19,18 +40,21 @@ class ModelOptions:
 
     clip_weights: '' (random towers), a CLIP weights file (OpenAI TorchScript archive, state dict, open_clip
         checkpoint) or 'openai' (open_clip's download); loaded when the model is built with ``pretrained``.
-    memory: CLIP-Memory + SSP + V2M loss (False: the supplement's Table 7 rows "without CLIP-M").
+    memory: the class table the projected feature is contrasted with: 'clip' (CLIP-Memory + SSP + V2M loss),
+        'text' (CLIP-ReID's learned prompts through CLIP's text encoder; stage 1 then the image-to-text loss),
+        'none' (neither: the supplement's Table 7 rows "without CLIP-M"). True/False are read as 'clip'/'none'.
     ssp: 'paper' | 'released' | 'none'; ssp_layers: SSP decoder layers.
     temporal: 'tmd' | 'tap' | 'conv1d' | 'transf' | 'transf_cls'.
     sie: camera embedding on the ViT's CLS token (the CNN has none); sie_coe: its scale.
     stride: ViT patch stride (16, or 12 for overlapping patches).
     vision_width, vision_layers, embed_dim: tower sizes, 0 = the architecture's own (small values build
         tiny towers for tests and the demo).
+    text_width, text_layers: the text tower's size in text mode, 0 = the architecture's own (512, 12).
     grad_checkpointing: activation checkpointing of the visual transformer blocks.
     """
 
     clip_weights: str = ""
-    memory: bool = True
+    memory: str = "clip"
     ssp: str = "paper"
     ssp_layers: int = 2
     temporal: str = "tmd"
@@ -40,9 +64,12 @@ class ModelOptions:
     vision_width: int = 0
     vision_layers: int = 0
     embed_dim: int = 0
+    text_width: int = 0
+    text_layers: int = 0
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "memory", memory_mode(self.memory))
         if self.temporal not in TEMPORAL_NAMES:
             raise ValueError(f"unknown tfclip.temporal '{self.temporal}'; expected one of {', '.join(TEMPORAL_NAMES)}")
         if self.ssp not in SSP_NAMES:
