@@ -64,7 +64,8 @@ KEYS: Tuple[Key, ...] = (
         "runner"),
     Key("model.resume", "", "training checkpoint to resume from (model/checkpoint-latest.pth.tar)", "runner"),
     # data
-    Key("data.type", "video", "'video' (tracklet datasets)", "data.video"),
+    Key("data.type", "video", "'video' (tracklet datasets, torchreid's VideoDataManager) or 'image' (image "
+        "datasets such as market1501 and msmt17, torchreid's ImageDataManager; docs/image-reid.md)", "data, engine"),
     Key("data.root", "reid-data", "folder holding the datasets", "config (data manager arguments)"),
     Key("data.sources", ["mars"], "training datasets", "config (data manager arguments)"),
     Key("data.targets", ["mars"], "test datasets", "config (data manager arguments)"),
@@ -73,8 +74,8 @@ KEYS: Tuple[Key, ...] = (
     Key("data.height", 256, "input height", "data, runner"),
     Key("data.width", 128, "input width", "data, runner"),
     Key("data.combineall", False, "train on train + query + gallery", "config (data manager arguments)"),
-    Key("data.transforms", ["random_flip", "random_erase"], "training augmentations (random_flip, random_erase)",
-        "data"),
+    Key("data.transforms", ["random_flip", "random_erase"], "training augmentations: random_flip, random_erase; "
+        "image data also resize_bicubic, pad_crop, random_erase_pixel (docs/image-reid.md)", "data"),
     Key("data.k_tfm", 1, "torchreid's image data: augmented copies per image", "-", "torchreid-compat"),
     Key("data.norm_mean", [0.485, 0.456, 0.406],
         "normalisation mean (ImageNet, as the reference; CLIP's is 0.4815, 0.4578, 0.4082)", "data"),
@@ -82,9 +83,12 @@ KEYS: Tuple[Key, ...] = (
     Key("data.save_dir", "log", "run folder: logs, checkpoints, results.json, test outputs", "runner"),
     Key("data.load_train_targets", False, "torchreid's image data: add the targets' training sets", "-",
         "torchreid-compat"),
-    Key("market1501.use_500k_distractors", False, "torchreid's Market-1501 option", "-", "torchreid-compat"),
-    Key("cuhk03.labeled_images", False, "torchreid's CUHK03 option", "-", "torchreid-compat"),
-    Key("cuhk03.classic_split", False, "torchreid's CUHK03 option", "-", "torchreid-compat"),
+    Key("market1501.use_500k_distractors", False, "image data: torchreid's Market-1501 option (the 500k "
+        "distractor images join the gallery)", "config (image data manager arguments)"),
+    Key("cuhk03.labeled_images", False, "image data: torchreid's CUHK03 option (labeled instead of detected boxes)",
+        "config (image data manager arguments)"),
+    Key("cuhk03.classic_split", False, "image data: torchreid's CUHK03 option (the classic split)",
+        "config (image data manager arguments)"),
     Key("cuhk03.use_metric_cuhk03", False, "torchreid's CUHK03 metric (not used by the plugin's protocols)", "-",
         "torchreid-compat"),
     # sampler
@@ -92,7 +96,7 @@ KEYS: Tuple[Key, ...] = (
         "config, distributed"),
     Key("sampler.train_sampler_t", "RandomSampler", "torchreid's sampler of target training sets", "-",
         "torchreid-compat"),
-    Key("sampler.num_instances", 4, "tracklets per identity in a batch (K)", "config, distributed"),
+    Key("sampler.num_instances", 4, "tracklets (images, with image data) per identity in a batch (K)", "config, distributed"),
     Key("sampler.num_cams", 1, "torchreid's RandomDomainSampler option", "config (data manager arguments)",
         "torchreid-compat"),
     Key("sampler.num_datasets", 1, "torchreid's RandomDatasetSampler option", "config (data manager arguments)",
@@ -111,7 +115,7 @@ KEYS: Tuple[Key, ...] = (
     Key("train.weight_decay", 1e-4, "weight decay (coupled L2, as the reference)", "engine.optim, runner"),
     Key("train.max_epoch", 80, "training epochs", "config (Engine.run arguments)"),
     Key("train.start_epoch", 0, "first epoch (resume sets it)", "config (Engine.run arguments)"),
-    Key("train.batch_size", 16, "tracklets per batch (P x K)", "config, distributed"),
+    Key("train.batch_size", 16, "tracklets (images, with image data) per batch (P x K)", "config, distributed"),
     Key("train.fixbase_epoch", 0, "torchreid: epochs training only train.open_layers (must be 0 for TF-CLIP)",
         "config, engine"),
     Key("train.open_layers", ["classifier"], "torchreid: layers trained during fixbase epochs",
@@ -147,7 +151,7 @@ KEYS: Tuple[Key, ...] = (
     Key("loss.triplet.weight_x", 1.0, "torchreid's two-term loss: softmax weight (TF-CLIP: tfclip.id_loss_weight)",
         "engine.baselines", "torchreid"),
     # test
-    Key("test.batch_size", 32, "clips per forward in evaluation and memory construction", "config, engine"),
+    Key("test.batch_size", 32, "clips (images) per forward in evaluation and memory construction", "config, engine"),
     Key("test.dist_metric", "euclidean", "'euclidean' or 'cosine'", "config (Engine.run arguments)"),
     Key("test.normalize_feature", True, "L2-normalise features before the distance", "config (Engine.run arguments)"),
     Key("test.ranks", [1, 5, 10, 20], "CMC ranks printed and reported", "config, runner"),
@@ -203,7 +207,8 @@ KEYS: Tuple[Key, ...] = (
         "failing", "data.frames"),
     # tfclip: phase 1 and evaluation
     Key("tfclip.memory_cache", "", "directory for cached CLIP-Memories ('' = no cache)", "engine", "tfclip"),
-    Key("tfclip.protocol", "tfclip", "'tfclip' (gallery = query + gallery) | 'torchreid' | 'official'",
+    Key("tfclip.protocol", "", "'' = the data type's standard: 'tfclip' for video, 'torchreid' for image data; "
+        "'tfclip' (gallery = query + gallery) | 'torchreid' (query against gallery) | 'official'",
         "engine, evaluation"),
     Key("tfclip.test_sampling", "dense", "'dense' (all frames in chunks) | 'rrs' (one clip per tracklet)",
         "engine"),
@@ -336,6 +341,34 @@ def videodata_kwargs(cfg: CN) -> Dict[str, Any]:
         "train_sampler": cfg.sampler.train_sampler,
         "seq_len": cfg.video.seq_len,
         "sample_method": cfg.video.sample_method,
+    }
+
+
+def imagedata_kwargs(cfg: CN) -> Dict[str, Any]:
+    """Keyword arguments for torchreid's ``ImageDataManager`` (as upstream ``scripts/default_config``; one
+    augmented copy per image, no target training loader: the plugin's engines use neither)."""
+    return {
+        "root": cfg.data.root,
+        "sources": cfg.data.sources,
+        "targets": cfg.data.targets,
+        "height": cfg.data.height,
+        "width": cfg.data.width,
+        "transforms": cfg.data.transforms,
+        "norm_mean": cfg.data.norm_mean,
+        "norm_std": cfg.data.norm_std,
+        "use_gpu": cfg.use_gpu,
+        "split_id": cfg.data.split_id,
+        "combineall": cfg.data.combineall,
+        "batch_size_train": cfg.train.batch_size,
+        "batch_size_test": cfg.test.batch_size,
+        "workers": cfg.data.workers,
+        "num_instances": cfg.sampler.num_instances,
+        "num_cams": cfg.sampler.num_cams,
+        "num_datasets": cfg.sampler.num_datasets,
+        "train_sampler": cfg.sampler.train_sampler,
+        "cuhk03_labeled": cfg.cuhk03.labeled_images,
+        "cuhk03_classic_split": cfg.cuhk03.classic_split,
+        "market1501_500k": cfg.market1501.use_500k_distractors,
     }
 
 

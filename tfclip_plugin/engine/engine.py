@@ -4,8 +4,9 @@ Reused from torchreid: the epoch loop, evaluation schedule and writer of ``Engin
 tensorboard scalars of ``Engine.train``; ``test``; ``update_lr`` (the schedule steps once per epoch).
 Overridden: ``run`` (phase 1 before the first epoch; test-set model selection only when asked),
 ``two_stepped_transfer_learning`` (a no-op, so the model's frozen BN biases stay frozen),
-``parse_data_for_train`` (5-D clips and camera ids), ``forward_backward`` (TF-CLIP losses, autocast,
-GradScaler for fp16) and, through the mixins, ``_evaluate`` and ``save_model``.
+``parse_data_for_train`` (5-D clips and camera ids; an image batch (B, 3, H, W) becomes B one-frame clips),
+``forward_backward`` (TF-CLIP losses, autocast, GradScaler for fp16) and, through the mixins, ``_evaluate`` and
+``save_model``.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from ..distributed import (
 from ..files.checkpoint_file import load_checkpoint, state_dict_of
 from .features import autocast
 from .losses import CrossRankTripletLoss, TFCLIPLoss
-from .memory import build_clip_memory, load_cached_memory, memory_cache_key, store_cached_memory
+from .memory import build_clip_memory, build_image_memory, load_cached_memory, memory_cache_key, store_cached_memory
 from .mixins import CheckpointMixin, DistributedMixin, ProtocolEvaluationMixin
 from .optim import backward_and_step
 
@@ -37,8 +38,8 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
     """Phase 1 (CLIP-Memory) + phase 2 (V2M, ID, triplet and frame losses) for a ``TFCLIP`` model.
 
     Args:
-        datamanager: torchreid ``VideoDataManager`` from ``data.build_datamanager`` (batches
-            ``{'img' (B,T,3,H,W), 'pid', 'camid'}``).
+        datamanager: torchreid ``VideoDataManager`` or ``ImageDataManager`` from ``data.build_datamanager``
+            (batches ``{'img' (B,T,3,H,W) or (B,3,H,W), 'pid', 'camid'}``).
         model: ``TFCLIP`` (train mode returns ``TFCLIPOutput``; eval mode (B, D) features).
         optimizer, scheduler: from ``engine.optim.build_optimizer`` / ``build_scheduler``.
         cfg: the run config (``tfclip.*``, ``video.seq_len``, ``test.batch_size``, ``data.workers``).
@@ -91,11 +92,14 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
     def memory_settings(self) -> Dict[str, object]:
         """What the memory depends on besides the weights and the tracklets (part of the cache key)."""
         cfg = self.cfg
-        return {
+        settings = {
             "model": cfg.model.name, "height": cfg.data.height, "width": cfg.data.width,
             "norm_mean": list(cfg.data.norm_mean), "norm_std": list(cfg.data.norm_std),
             "seq_len": cfg.video.seq_len, "precision": self.test_precision,
         }
+        if self.image_data:
+            settings.update(data_type="image", seq_len=1)
+        return settings
 
     def build_memory(self) -> torch.Tensor:
         """Phase 1: compute (or read from ``tfclip.memory_cache``) the CLIP-Memory and store it in the model."""
@@ -109,19 +113,26 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
             if memory is not None:
                 print(f"=> Phase 1: CLIP-Memory {tuple(memory.shape)} read from the cache ({key})")
         if memory is None:
-            print(f"=> Phase 1: CLIP-Memory from {len(tracklets)} training tracklets "
-                  f"(frozen encoder, dense {cfg.video.seq_len}-frame chunks, no SIE)")
-            memory = build_clip_memory(
-                self.model, tracklets, self.datamanager.transform_te, self.model.num_classes,
-                seq_len=cfg.video.seq_len, batch_size=cfg.test.batch_size, workers=cfg.data.workers,
-                device=self.device, precision=self.test_precision,
-            )
+            memory = self.compute_memory(tracklets)
             if key is not None and is_main_process():
                 store_cached_memory(cfg.tfclip.memory_cache, key, memory, self.memory_settings())
         self.model.set_memory(memory.to(self.device))
         self.phase1_seconds = time.time() - started
         print(f"=> Phase 1 done in {self.phase1_seconds:.1f} s")
         return memory
+
+    def compute_memory(self, items) -> torch.Tensor:
+        """The CLIP-Memory of the training tracklets (dense chunks) or images (one-frame clips) ``items``."""
+        cfg = self.cfg
+        common = dict(workers=cfg.data.workers, device=self.device, precision=self.test_precision)
+        if self.image_data:
+            print(f"=> Phase 1: CLIP-Memory from {len(items)} training images (frozen encoder, no SIE)")
+            return build_image_memory(self.model, items, self.datamanager.transform_te, self.model.num_classes,
+                                      batch_size=cfg.test.batch_size, **common)
+        print(f"=> Phase 1: CLIP-Memory from {len(items)} training tracklets "
+              f"(frozen encoder, dense {cfg.video.seq_len}-frame chunks, no SIE)")
+        return build_clip_memory(self.model, items, self.datamanager.transform_te, self.model.num_classes,
+                                 seq_len=cfg.video.seq_len, batch_size=cfg.test.batch_size, **common)
 
     def needs_memory(self) -> bool:
         return bool(self.cfg.tfclip.memory) and not bool(self.model.memory_ready)
@@ -161,7 +172,9 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
 
     # phase 2 ------------------------------------------------------------------------------------------
     def parse_data_for_train(self, data):
-        return data["img"], data["pid"], data["camid"]
+        """(clips (B, T, 3, H, W), pids, camids); an image batch (B, 3, H, W) is B one-frame clips."""
+        imgs = data["img"]
+        return (imgs.unsqueeze(1) if imgs.dim() == 4 else imgs), data["pid"], data["camid"]
 
     def encode_clips(self, clips: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
         """Test features (B, D) with the camera ids reaching SIE."""

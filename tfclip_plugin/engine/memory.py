@@ -4,23 +4,28 @@ With the frozen pretrained encoder and no SIE, every training tracklet is cut in
 (consecutive ``seq_len`` frames, the last padded cyclically); a chunk's feature is its projected CLS token
 averaged over frames (``model.encode_for_memory``), a tracklet's feature the mean of its chunk features, and
 memory row k the plain mean over the tracklets of label k. Chunks of many tracklets share a batch. Under
-torchrun each rank encodes a block of the tracklets and the tracklet features are gathered in order, so
-every rank builds the single-process memory.
+torchrun each rank encodes a block of the tracklets and the features are gathered in order, so every rank
+builds the single-process memory.
+
+Image data (:func:`build_image_memory`): an image is a one-frame clip, memory row k the plain mean of the
+projected CLS of the training images of label k (the "+CLIP-M" rows of the supplement's Table 2, which replace
+CLIP-ReID's text features, Syliz517/CLIP-ReID ``processor/processor_clipreid_stage2.py:56-71``, by this memory).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ..files.checkpoint_file import load_checkpoint, save_checkpoint
 from ..distributed import gather_shards
-from .features import dense_tracklet_features
+from .features import dense_tracklet_features, loader_features
 
 
 def identity_means(features: torch.Tensor, pids: Sequence[int], num_classes: int) -> torch.Tensor:
@@ -67,13 +72,46 @@ def build_clip_memory(
             desc="CLIP-Memory",
         )
 
+    return _memory_in_eval_mode(model, block_features, tracklets, num_classes)
+
+
+@torch.no_grad()
+def build_image_memory(
+    model: nn.Module,
+    images: Sequence[tuple],
+    transform: Any,
+    num_classes: int,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """The CLIP-Memory (num_classes, E) float32 of ``model`` on training ``images`` (torchreid tuples
+    ``(img_path, pid, camid[, dsetid])``) seen through the test ``transform``: each image a one-frame clip,
+    ``batch_size`` images per forward; eval mode, ``no_grad``, sharded over a process group as
+    :func:`build_clip_memory`."""
+    from ..data.image import ImageListDataset
+
+    def block_features(block: range) -> torch.Tensor:
+        loader = DataLoader(ImageListDataset([images[i] for i in block], transform), batch_size=batch_size,
+                            shuffle=False, num_workers=workers, pin_memory=torch.device(device).type == "cuda")
+        return loader_features(lambda frames, camids: model.encode_for_memory(frames.unsqueeze(1)), loader, device,
+                               precision, desc="CLIP-Memory (images)")[0]
+
+    return _memory_in_eval_mode(model, block_features, images, num_classes)
+
+
+def _memory_in_eval_mode(model: nn.Module, block_features: Callable[[range], torch.Tensor], items: Sequence[tuple],
+                         num_classes: int) -> torch.Tensor:
+    """Identity means of the features of ``items`` (gathered over the process group), computed with ``model`` in
+    eval mode (restored afterwards)."""
     was_training = model.training
     model.eval()
     try:
-        features = gather_shards(block_features, len(tracklets))
+        features = gather_shards(block_features, len(items))
     finally:
         model.train(was_training)
-    return identity_means(features, [t[1] for t in tracklets], num_classes)
+    return identity_means(features, [t[1] for t in items], num_classes)
 
 
 def _digest_tensors(state: Dict[str, torch.Tensor]) -> str:
@@ -87,11 +125,12 @@ def _digest_tensors(state: Dict[str, torch.Tensor]) -> str:
 
 def memory_cache_key(model: nn.Module, tracklets: Sequence[tuple], settings: Dict[str, Any]) -> str:
     """A key for a cached memory: the encoder weights (``model.backbone`` when present), the training
-    tracklets (paths and labels) and ``settings`` (image size, normalisation, seq_len, precision, ...)."""
+    tracklets or images (paths and labels) and ``settings`` (image size, normalisation, seq_len, precision, ...)."""
     encoder = getattr(model, "backbone", model)
     dataset = hashlib.blake2b(digest_size=16)
     for item in tracklets:
-        dataset.update(json.dumps([list(item[0]), int(item[1]), int(item[2])]).encode())
+        paths = [item[0]] if isinstance(item[0], str) else list(item[0])
+        dataset.update(json.dumps([paths, int(item[1]), int(item[2])]).encode())
     parts = [_digest_tensors(encoder.state_dict()), dataset.hexdigest(), json.dumps(settings, sort_keys=True)]
     return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
 
