@@ -66,6 +66,18 @@ def test_unknown_dataset_and_model_list_what_exists(capsys):
     assert "unknown model 'tfclip_vitt'" in err and "did you mean tfclip_vit" in err
 
 
+def test_dataset_names_are_checked_in_the_registry_of_data_type(capsys):
+    assert main(["-s", "market1501", "-t", "market1501"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown video dataset 'market1501' ('market1501' is an image dataset: set data.type image)" in err
+    assert main(["-s", "mars", "-t", "mars", "data.type", "image"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown image dataset 'mars' ('mars' is a video dataset: set data.type video)" in err
+    assert "synthimg" in err and "msmt17_trainval" in err and "market1501" in err
+    assert main(["-s", "mars", "-t", "mars", "data.type", "images"]) == 2
+    assert "data.type must be one of video, image; got 'images'" in capsys.readouterr().err
+
+
 def test_help_documents_every_flag_and_subcommand():
     text = build_main_parser().format_help()
     for flag in ("--config-file", "--sources", "--targets", "--transforms", "--root", "--model", "opts"):
@@ -102,3 +114,38 @@ def test_complexity_subcommand_prints_json(capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(report) >= {"backbone", "ssp", "temporal", "heads", "total", "gmacs_per_frame"}
     assert report["total"] == report["backbone"] + report["ssp"] + report["temporal"] + report["heads"]
+
+
+IMAGE_RECIPES = {  # Table 2 of the supplement: variant -> (memory, ssp)
+    "clipreid_vit": ("text", "none"), "tfclip_vit_clipm": (True, "none"), "tfclip_vit_clipm_ssp": (True, "paper"),
+}
+TEXT_MODE_KEYS = ("memory", "stage1_epochs")  # keys of the text mode, not in this branch's config
+
+
+@pytest.mark.parametrize("dataset, source", [("market1501", "market1501"), ("msmt17", "msmt17_trainval")])
+@pytest.mark.parametrize("variant", sorted(IMAGE_RECIPES))
+def test_image_recipes_hold_clipreids_recipe(variant, dataset, source):
+    import yaml
+    from yacs.config import CfgNode as CN
+
+    from tfclip_plugin.configs import recipe_path
+
+    path = recipe_path(f"{variant}_{dataset}")
+    raw = yaml.safe_load(open(path, encoding="utf-8"))
+    memory, ssp = IMAGE_RECIPES[variant]
+    assert raw["tfclip"]["memory"] == memory and raw["tfclip"]["ssp"] == ssp and raw["tfclip"]["temporal"] == "tap"
+    if memory == "text":
+        assert raw["tfclip"].pop("stage1_epochs") == 120
+    raw["tfclip"].pop("memory")
+    cfg = get_default_config()
+    cfg.merge_from_other_cfg(CN(raw))  # every other key exists and has the default's type
+    assert cfg.data.type == "image" and list(cfg.data.sources) == list(cfg.data.targets) == [source]
+    assert list(cfg.data.transforms) == ["resize_bicubic", "random_flip", "pad_crop", "random_erase_pixel"]
+    assert list(cfg.data.norm_mean) == list(cfg.data.norm_std) == [0.5, 0.5, 0.5]
+    assert (cfg.train.batch_size, cfg.sampler.num_instances, cfg.train.max_epoch) == (64, 4, 60)
+    assert cfg.train.lr == pytest.approx(5e-6) and cfg.tfclip.bias_lr_mult == 2.0
+    assert cfg.tfclip.id_loss_weight == 0.25 and cfg.tfclip.protocol == "torchreid" and not cfg.tfclip.sie
+    if memory is not True:
+        return
+    loaded = config_from_args(["--config-file", f"{variant}_{dataset}"])  # "+CLIP-M" rows load as they are
+    assert loaded.tfclip.memory is True and loaded.tfclip.ssp == ssp
