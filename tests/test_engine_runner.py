@@ -111,14 +111,16 @@ def test_demo_prints_a_table_and_ends_with_one_json_line(data_root, tmp_path, mo
 def test_configs_folder_holds_the_shipped_recipes_and_names_resolve():
     repo_configs = Path(__file__).resolve().parents[1] / "configs"
     assert repo_configs.resolve() == Path(configs.FOLDER).resolve()
-    assert {"demo", "tfclip_vit_mars", "tfclip_vit_lsvid", "tfclip_vit_ilidsvid", "tfclip_rn50_mars"} <= set(
+    assert {"demo", "tfclip_vit_mars", "tfclip_vit_lsvid", "tfclip_vit_ilidsvid", "tfclip_rn50_mars",
+            "clipreid_vit_market1501", "tfclip_vit_clipm_msmt17", "tfclip_vit_clipm_ssp_market1501"} <= set(
         configs.recipe_names())
     by_name = config_from_args(["--config-file", "tfclip_vit_mars"])
     by_path = config_from_args(["--config-file", str(repo_configs / "tfclip_vit_mars.yaml")])
     assert by_name == by_path and by_name.data.save_dir == "log/tfclip_vit_mars"
     demo_cfg = demo_config(root="r", save_dir="s")
     assert (demo_cfg.data.root, demo_cfg.data.save_dir, demo_cfg.tfclip.vision_width) == ("r", "s", 128)
-    with pytest.raises(ConfigError, match=r"config file not found: nope.yaml \(shipped recipes: demo, tfclip_rn50"):
+    with pytest.raises(ConfigError, match=r"config file not found: nope.yaml \(shipped recipes: clipreid_vit_market1501, "
+                                         r"clipreid_vit_msmt17, demo, tfclip_rn50"):
         config_from_args(["--config-file", "nope.yaml"])
 
 
