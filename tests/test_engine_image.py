@@ -13,7 +13,7 @@ from tfclip_plugin.data.frames import open_frame
 from tfclip_plugin.engine import runner
 from tfclip_plugin.engine.baselines import ImageSoftmaxBaselineEngine, ImageTripletBaselineEngine
 from tfclip_plugin.engine.build import build_engine, build_model, build_optimization
-from tfclip_plugin.engine.memory import build_image_memory
+from tfclip_plugin.engine.memory import build_image_memory, image_memory_features
 from tfclip_plugin.engine.runner import run_single
 from tfclip_plugin.files.checkpoint_file import load_checkpoint
 from tfclip_plugin.files.results import target_summary
@@ -76,14 +76,18 @@ def test_image_memory_rows_are_identity_means_of_single_image_features(two_epoch
     torch.manual_seed(0)
     model = build_model(cfg, datamanager)
     images = datamanager.train_loader.dataset.train
+    features = image_memory_features(model, images, datamanager.transform_te, batch_size=50)
     memory = build_image_memory(model, images, datamanager.transform_te, model.num_classes, batch_size=50)
-    assert memory.shape == (model.num_classes, 64) and model.training  # the mode is restored
+    assert features.shape == (len(images), 64) and memory.shape == (model.num_classes, 64)
+    assert model.training  # the mode is restored
     label = images[-1][1]
-    frames = torch.stack([datamanager.transform_te(open_frame(item[0])) for item in images if item[1] == label])
+    rows = [i for i, item in enumerate(images) if item[1] == label]
+    frames = torch.stack([datamanager.transform_te(open_frame(images[i][0])) for i in rows])
     model.eval()
     with torch.no_grad():
-        expected = model.encode_for_memory(frames.unsqueeze(1)).mean(0)
-    torch.testing.assert_close(memory[label], expected, rtol=1e-5, atol=1e-6)
+        expected = model.encode_for_memory(frames.unsqueeze(1))  # one-frame clips, no camera ids
+    torch.testing.assert_close(features[rows], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(memory[label], expected.mean(0), rtol=1e-5, atol=1e-6)
 
 
 def test_image_batches_are_one_frame_clips_for_every_head(two_epochs, image_root, tmp_path):
@@ -127,7 +131,6 @@ def test_torchreid_image_engines_train_baselines_tested_like_tfclip(two_epochs, 
                             "softmax")
     softmax = build_engine(cfg, engines[0].datamanager, engines[0].model, engines[0].optimizer, engines[0].scheduler)
     assert isinstance(softmax, ImageSoftmaxBaselineEngine)
-    engines[0].datamanager.train_loader.dataset.transform = engines[0].datamanager.transform_te
     softmax.epoch, softmax.batch_idx = 0, 0
     assert np.isfinite(softmax.forward_backward(next(iter(engines[0].datamanager.train_loader)))["loss"])
 

@@ -119,8 +119,8 @@ def test_configs_folder_holds_the_shipped_recipes_and_names_resolve():
     assert by_name == by_path and by_name.data.save_dir == "log/tfclip_vit_mars"
     demo_cfg = demo_config(root="r", save_dir="s")
     assert (demo_cfg.data.root, demo_cfg.data.save_dir, demo_cfg.tfclip.vision_width) == ("r", "s", 128)
-    with pytest.raises(ConfigError, match=r"config file not found: nope.yaml \(shipped recipes: clipreid_vit_market1501, "
-                                         r"clipreid_vit_msmt17, demo, tfclip_rn50"):
+    with pytest.raises(ConfigError, match=r"config file not found: nope.yaml \(shipped recipes: "
+                                         r"clipreid_vit_market1501, clipreid_vit_msmt17, demo, tfclip_rn50"):
         config_from_args(["--config-file", "nope.yaml"])
 
 

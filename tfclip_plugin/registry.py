@@ -1,6 +1,7 @@
 """What ``import tfclip_plugin`` puts into torchreid's registries, and the builders torchreid calls.
 
-- :func:`register`: the plugin's video and image datasets and the ``tfclip_vit`` / ``tfclip_rn50`` builders (idempotent).
+- :func:`register`: the plugin's video and image datasets and the ``tfclip_vit`` / ``tfclip_rn50`` builders
+  (idempotent).
 - The builders serve callers the plugin does not control (torchreid's ``build_model`` from its own
   ``scripts/main.py``, ``FeatureExtractor``, trackers that build torchreid models by name). They take their
   settings from the *active* config (``config.set_active_config``) and their keyword arguments; the plugin's

@@ -138,7 +138,8 @@ def _write(folder: str, seed: int, size: SynthImgSize) -> Dict[str, int]:
         gallery.save(image[0], 0, cam, int(rng.integers(1, MAX_SEQUENCES + 1)))
     for _ in range(size.num_junk):
         cam = int(rng.integers(1, size.num_cameras + 1))
-        gallery.save(junk_tracklet(cameras[cam - 1], 1, render, rng)[0], -1, cam, int(rng.integers(1, MAX_SEQUENCES + 1)))
+        junk = junk_tracklet(cameras[cam - 1], 1, render, rng)[0]
+        gallery.save(junk, -1, cam, int(rng.integers(1, MAX_SEQUENCES + 1)))
     return {"train_ids": len(train_pids), "test_ids": len(test_pids), "train_images": len(train.names),
             "query_images": len(query.names), "gallery_images": gallery_persons + size.num_distractors,
             "distractor_images": size.num_distractors, "junk_images": size.num_junk}

@@ -8,8 +8,9 @@ torchrun each rank encodes a block of the tracklets and the features are gathere
 builds the single-process memory.
 
 Image data (:func:`build_image_memory`): an image is a one-frame clip, memory row k the plain mean of the
-projected CLS of the training images of label k (the "+CLIP-M" rows of the supplement's Table 2, which replace
-CLIP-ReID's text features, Syliz517/CLIP-ReID ``processor/processor_clipreid_stage2.py:56-71``, by this memory).
+projected CLS of the training images of label k (:func:`image_memory_features`, one row per image). This is
+the memory of the "+CLIP-M" rows of the supplement's Table 2, which replaces CLIP-ReID's text features
+(Syliz517/CLIP-ReID ``processor/processor_clipreid_stage2.py:56-71``).
 """
 from __future__ import annotations
 
@@ -72,24 +73,24 @@ def build_clip_memory(
             desc="CLIP-Memory",
         )
 
-    return _memory_in_eval_mode(model, block_features, tracklets, num_classes)
+    features = _features_in_eval_mode(model, block_features, len(tracklets))
+    return identity_means(features, [t[1] for t in tracklets], num_classes)
 
 
 @torch.no_grad()
-def build_image_memory(
+def image_memory_features(
     model: nn.Module,
     images: Sequence[tuple],
     transform: Any,
-    num_classes: int,
     batch_size: int = 64,
     workers: int = 0,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """The CLIP-Memory (num_classes, E) float32 of ``model`` on training ``images`` (torchreid tuples
-    ``(img_path, pid, camid[, dsetid])``) seen through the test ``transform``: each image a one-frame clip,
-    ``batch_size`` images per forward; eval mode, ``no_grad``, sharded over a process group as
-    :func:`build_clip_memory`."""
+    """The phase-1 feature of every image of ``images`` (torchreid tuples ``(img_path, pid, camid[, dsetid])``):
+    (N, E) float32, the projected CLS of the image seen through the test ``transform`` as a one-frame clip,
+    without SIE (``model.encode_for_memory``); ``batch_size`` images per forward, ``model`` in eval mode
+    (restored afterwards), under ``no_grad``, sharded over a process group as :func:`build_clip_memory`."""
     from ..data.image import ImageListDataset
 
     def block_features(block: range) -> torch.Tensor:
@@ -98,20 +99,28 @@ def build_image_memory(
         return loader_features(lambda frames, camids: model.encode_for_memory(frames.unsqueeze(1)), loader, device,
                                precision, desc="CLIP-Memory (images)")[0]
 
-    return _memory_in_eval_mode(model, block_features, images, num_classes)
+    return _features_in_eval_mode(model, block_features, len(images))
 
 
-def _memory_in_eval_mode(model: nn.Module, block_features: Callable[[range], torch.Tensor], items: Sequence[tuple],
-                         num_classes: int) -> torch.Tensor:
-    """Identity means of the features of ``items`` (gathered over the process group), computed with ``model`` in
-    eval mode (restored afterwards)."""
+def build_image_memory(model: nn.Module, images: Sequence[tuple], transform: Any, num_classes: int,
+                       **options: Any) -> torch.Tensor:
+    """The CLIP-Memory (num_classes, E) float32 of ``model`` on training ``images``: row k is the plain mean of
+    :func:`image_memory_features` over the images of label k (``options``: its batch_size, workers, device,
+    precision)."""
+    features = image_memory_features(model, images, transform, **options)
+    return identity_means(features, [item[1] for item in images], num_classes)
+
+
+def _features_in_eval_mode(model: nn.Module, block_features: Callable[[range], torch.Tensor],
+                           count: int) -> torch.Tensor:
+    """``block_features`` over ``count`` items, gathered over the process group, with ``model`` in eval mode
+    (restored afterwards)."""
     was_training = model.training
     model.eval()
     try:
-        features = gather_shards(block_features, len(items))
+        return gather_shards(block_features, count)
     finally:
         model.train(was_training)
-    return identity_means(features, [t[1] for t in items], num_classes)
 
 
 def _digest_tensors(state: Dict[str, torch.Tensor]) -> str:
