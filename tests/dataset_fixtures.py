@@ -174,3 +174,54 @@ def write_prid2011(root: str, lengths: Sequence[Tuple[int, int]], splits: Sequen
         json.dump([{"train": [persons[i] for i in tr], "test": [persons[i] for i in te]} for tr, te in splits], f)
     write_frames(frames)
     return {"dir": base, "persons": persons, "frames": paths_of}
+
+
+# ------------------------------------------------------------------------------------- Market-1501 (images)
+def market_image_name(pid: int, cam: int, frame: int) -> str:
+    """Market-1501 image name, e.g. 0002_c1s1_000451_01.jpg (junk pid -1: -1_c1s1_000451_01.jpg)."""
+    person = "-1" if pid == -1 else f"{pid:04d}"
+    return f"{person}_c{cam}s1_{frame:06d}_01.jpg"
+
+
+def write_market1501(root: str, splits: Dict[str, Sequence[Tuple[int, int]]], folder: str = "market1501") -> Dict:
+    """Market-1501 layout under ``root/folder/Market-1501-v15.09.15``: ``splits`` maps 'bounding_box_train',
+    'bounding_box_test' and 'query' to (pid, camera 1..6) rows, one image each (pid -1 junk, 0 distractor).
+    Returns {split: [(path, pid, camera 0-based)]} of what torchreid keeps (junk dropped)."""
+    base = osp.join(root, folder, "Market-1501-v15.09.15")
+    written: Dict = {}
+    images = []
+    for split, rows in splits.items():
+        kept = []
+        for i, (pid, cam) in enumerate(rows):
+            path = osp.join(base, split, market_image_name(pid, cam, 25 * (i + 1)))
+            images.append((path, frame_colour(max(pid, 0), cam, i)))
+            if pid != -1:
+                kept.append((path, pid, cam - 1))
+        written[split] = kept
+    write_frames(images)
+    return written
+
+
+def write_msmt17(root: str, lists: Dict[str, Sequence[Tuple[int, int]]], version: str = "MSMT17_V1") -> Dict:
+    """MSMT17 layout under ``root/msmt17/<version>``: ``lists`` maps 'train', 'val', 'query', 'gallery' to
+    (pid, camera 1..15) rows; train/val images go to ``train/``, query/gallery ones to ``test/``, listed in
+    ``list_<name>.txt`` as ``<pid 4>/<pid 4>_<n>_<camera 2>_0113morning_0000_0.jpg <pid>``. Returns
+    {name: [(path, pid, camera 0-based)]}."""
+    base = osp.join(root, "msmt17", version)
+    written: Dict = {}
+    images = []
+    for name, rows in lists.items():
+        folder = "train" if name in ("train", "val") else "test"
+        lines, kept = [], []
+        for i, (pid, cam) in enumerate(rows):
+            relative = f"{pid:04d}/{pid:04d}_{len(images):03d}_{cam:02d}_0113morning_{i:04d}_0.jpg"
+            lines.append(f"{relative} {pid}")
+            path = osp.join(base, folder, relative)
+            images.append((path, frame_colour(pid, cam, i)))
+            kept.append((path, pid, cam - 1))
+        os.makedirs(base, exist_ok=True)
+        with open(osp.join(base, f"list_{name}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        written[name] = kept
+    write_frames(images)
+    return written

@@ -67,6 +67,18 @@ def test_unknown_dataset_and_model_list_what_exists(capsys):
     assert "unknown model 'tfclip_vitt'" in err and "did you mean tfclip_vit" in err
 
 
+def test_dataset_names_are_checked_in_the_registry_of_data_type(capsys):
+    assert main(["-s", "market1501", "-t", "market1501"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown video dataset 'market1501' ('market1501' is an image dataset: set data.type image)" in err
+    assert main(["-s", "mars", "-t", "mars", "data.type", "image"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown image dataset 'mars' ('mars' is a video dataset: set data.type video)" in err
+    assert "synthimg" in err and "msmt17_trainval" in err and "market1501" in err
+    assert main(["-s", "mars", "-t", "mars", "data.type", "images"]) == 2
+    assert "data.type must be one of video, image; got 'images'" in capsys.readouterr().err
+
+
 def test_help_documents_every_flag_and_subcommand():
     text = build_main_parser().format_help()
     for flag in ("--config-file", "--sources", "--targets", "--transforms", "--root", "--model", "opts"):
@@ -166,3 +178,23 @@ def test_memory_true_false_of_older_command_lines_configs_and_checkpoints_keep_w
         rebuilt = build_from_checkpoint(path)
         assert rebuilt.memory_mode == mode and (rebuilt.ssp is None) == (mode == "none")
         torch.testing.assert_close(rebuilt.state_dict()["classifier2.weight"], model.state_dict()["classifier2.weight"])
+
+
+IMAGE_RECIPES = {  # Table 2 of the supplement: variant -> (memory, ssp)
+    "clipreid_vit": ("text", "none"), "tfclip_vit_clipm": ("clip", "none"), "tfclip_vit_clipm_ssp": ("clip", "paper"),
+}
+
+
+@pytest.mark.parametrize("dataset, source", [("market1501", "market1501"), ("msmt17", "msmt17_trainval")])
+@pytest.mark.parametrize("variant", sorted(IMAGE_RECIPES))
+def test_image_recipes_hold_clipreids_recipe(variant, dataset, source):
+    cfg = config_from_args(["--config-file", f"{variant}_{dataset}"])
+    memory, ssp = IMAGE_RECIPES[variant]
+    assert (cfg.tfclip.memory, cfg.tfclip.ssp, cfg.tfclip.temporal) == (memory, ssp, "tap")
+    assert cfg.tfclip.stage1_epochs == 120
+    assert cfg.data.type == "image" and list(cfg.data.sources) == list(cfg.data.targets) == [source]
+    assert list(cfg.data.transforms) == ["resize_bicubic", "random_flip", "pad_crop", "random_erase_pixel"]
+    assert list(cfg.data.norm_mean) == list(cfg.data.norm_std) == [0.5, 0.5, 0.5]
+    assert (cfg.train.batch_size, cfg.sampler.num_instances, cfg.train.max_epoch) == (64, 4, 60)
+    assert cfg.train.lr == pytest.approx(5e-6) and cfg.tfclip.bias_lr_mult == 2.0
+    assert cfg.tfclip.id_loss_weight == 0.25 and cfg.tfclip.protocol == "torchreid" and not cfg.tfclip.sie

@@ -9,7 +9,7 @@ from dataset_fixtures import write_corrupt_frame, write_mars
 from tfclip_plugin import host
 from tfclip_plugin.config import activated_config, get_default_config
 from tfclip_plugin.data import (BadFrameError, DenseClipDataset, SequenceTransform, TrackletVideoDataset,
-                                build_datamanager, generate_synthvid)
+                                build_datamanager, build_video_datamanager, generate_synthvid)
 from tfclip_plugin.data.frames import set_default_skip_bad_frames
 from tfclip_plugin.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_sequence_transforms
 
@@ -164,8 +164,10 @@ def test_several_sources_keep_tracklet_sampling(reid_root):
 def test_build_datamanager_rejects_bad_settings_before_parsing(reid_root):
     with pytest.raises(ValueError, match=r"\['random_crop'\]"):
         build_datamanager(config(reid_root, transforms=["random_crop"]))
-    with pytest.raises(ValueError, match="data.type must be 'video'"):
-        build_datamanager(config(reid_root, type="image"))
+    with pytest.raises(ValueError, match="data.type must be one of video, image; got 'images'"):
+        build_datamanager(config(reid_root, type="images"))
+    with pytest.raises(ValueError, match="data.type must be 'video' for tracklet datasets; got 'image'"):
+        build_video_datamanager(config(reid_root, type="image"))
     cfg = config(reid_root)
     cfg.video.sample_method = "dense"
     with pytest.raises(ValueError, match="video.sample_method must be one of rrs, evenly, random, all"):

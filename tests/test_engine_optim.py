@@ -138,3 +138,25 @@ def test_rules_reach_the_tfclip_modules_by_their_names():
     assert any(n.startswith("ssp.") for n in settings) and any(n.startswith("temporal.") for n in settings)
     assert settings["classifier_proj_temp.weight"][0] == pytest.approx(5e-5)
     assert settings["backbone.visual.conv1.weight"][0] == pytest.approx(5e-6)
+
+
+def test_image_recipes_give_clipreids_learning_rate_in_every_epoch():
+    """CLIP-ReID steps WarmupMultiStepLR(steps [30, 50], factor 0.1, 10 warm-up epochs) at the start of each epoch
+    (processor_clipreid_stage2.py:79), so epoch e runs at last_epoch e; our schedule steps after each epoch."""
+    from bisect import bisect_right
+
+    from tfclip_plugin.cli import merge_config_file
+
+    def clipreid(epoch):
+        warmup = 0.1 * (1 - epoch / 10) + epoch / 10 if epoch < 10 else 1.0
+        return 5e-6 * warmup * 0.1 ** bisect_right([30, 50], epoch)
+
+    for recipe in ("tfclip_vit_clipm_market1501", "tfclip_vit_clipm_ssp_msmt17"):
+        cfg = get_default_config()
+        merge_config_file(cfg, recipe)
+        optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
+        scheduler = build_scheduler(optimizer, cfg)
+        for epoch in range(1, cfg.train.max_epoch + 1):
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(clipreid(epoch), rel=1e-9), (recipe, epoch)
+            optimizer.step()
+            scheduler.step()

@@ -112,7 +112,8 @@ def test_configs_folder_holds_the_shipped_recipes_and_names_resolve():
     repo_configs = Path(__file__).resolve().parents[1] / "configs"
     assert repo_configs.resolve() == Path(configs.FOLDER).resolve()
     assert {"demo", "tfclip_vit_mars", "tfclip_vit_lsvid", "tfclip_vit_ilidsvid", "tfclip_rn50_mars",
-            "clipreid_vit_mars", "clipreid_tmd_vit_mars", "clipreid_rn50_mars"} <= set(configs.recipe_names())
+            "clipreid_vit_mars", "clipreid_tmd_vit_mars", "clipreid_rn50_mars", "clipreid_vit_market1501",
+            "tfclip_vit_clipm_msmt17", "tfclip_vit_clipm_ssp_market1501"} <= set(configs.recipe_names())
     by_name = config_from_args(["--config-file", "tfclip_vit_mars"])
     by_path = config_from_args(["--config-file", str(repo_configs / "tfclip_vit_mars.yaml")])
     assert by_name == by_path and by_name.data.save_dir == "log/tfclip_vit_mars"

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from tfclip_plugin import host
-from tfclip_plugin.evaluation import evaluate, evaluate_distmat, protocol_gallery, rank_metrics
+from dataset_fixtures import write_market1501
+from tfclip_plugin.evaluation import evaluate, evaluate_distmat, protocol_gallery, rank_metrics, resolve_protocol
 
 # Toy test set. Queries q0..q3, gallery g0..g3 as (pid, camid):
 Q_PIDS, Q_CAMS = np.array([1, 2, 2, 4]), np.array([0, 0, 1, 0])
@@ -112,3 +113,47 @@ def test_errors_name_the_problem():
         rank_metrics(np.zeros((1, 2)), [7], [1, 2], [0], [0, 0])
     with pytest.raises(ValueError, match="does not fit"):
         rank_metrics(np.zeros((2, 3)), [1, 2], [1, 2], [0, 0], [0, 0, 0])
+
+
+def test_empty_protocol_resolves_to_the_data_types_standard():
+    assert resolve_protocol("", "video") == "tfclip" and resolve_protocol("", "image") == "torchreid"
+    assert resolve_protocol("official", "image") == "official"  # an explicit protocol is kept
+    with pytest.raises(ValueError, match="tfclip.protocol must be one of"):
+        resolve_protocol("market", "image")
+    with pytest.raises(ValueError, match="data.type must be one of video, image; got 'images'"):
+        resolve_protocol("", "images")
+
+
+def test_image_protocol_on_a_market1501_fixture(tmp_path):
+    """torchreid's Market-1501 parser drops junk (-1) at parse time and keeps distractors (0000) in the gallery;
+    the image protocol ranks each query against the gallery alone, without the gallery images of its own
+    identity and camera."""
+    write_market1501(str(tmp_path), {
+        "bounding_box_train": [(1, 1), (1, 2)],
+        "query": [(3, 1), (5, 2), (-1, 3)],
+        "bounding_box_test": [(3, 1), (3, 2), (5, 2), (5, 3), (0, 1), (0, 5), (-1, 1), (-1, 4)],
+    })
+    dataset = host.data.datasets.init_image_dataset("market1501", root=str(tmp_path), mode="query", verbose=False)
+    assert len(dataset.query) == 2 and len(dataset.gallery) == 6  # junk dropped, distractors kept
+    e = torch.eye(5)
+    query_features = {(3, 0): e[0], (5, 1): e[3]}
+    gallery_features = {  # (pid, camera 0-based)
+        (3, 0): e[0],                      # identical to query 3, same camera: removed
+        (0, 0): 0.9 * e[0] + 0.1 * e[1],   # a distractor, ranked above query 3's true match
+        (3, 1): 0.5 * e[0] + 0.5 * e[2],   # query 3's match in another camera: rank 2
+        (5, 1): e[3],                      # identical to query 5, same camera: removed
+        (5, 2): e[3] + 0.01 * e[4],        # query 5's match: rank 1
+        (0, 4): e[4],
+    }
+    qf = torch.stack([query_features[(pid, cam)] for _, pid, cam, _ in dataset.query])
+    gf = torch.stack([gallery_features[(pid, cam)] for _, pid, cam, _ in dataset.gallery])
+    q_pids, q_cams = [item[1] for item in dataset.query], [item[2] for item in dataset.query]
+    g_pids, g_cams = [item[1] for item in dataset.gallery], [item[2] for item in dataset.gallery]
+    result = evaluate(qf, gf, q_pids, g_pids, q_cams, g_cams, protocol=resolve_protocol("", "image"))
+    assert (result["protocol"], result["num_query"], result["num_gallery"]) == ("torchreid", 2, 6)
+    assert result["mAP"] == pytest.approx(0.75) and result["cmc"][0] == pytest.approx(0.5)
+    assert result["cmc"][1] == pytest.approx(1.0) and result["mINP"] == pytest.approx(0.75)
+    distmat = host.compute_distance_matrix(qf, gf, "euclidean").numpy()
+    cmc, mean_ap = host.evaluate_rank(distmat, np.array(q_pids), np.array(g_pids), np.array(q_cams),
+                                      np.array(g_cams), max_rank=6, use_metric_cuhk03=False)
+    assert mean_ap == pytest.approx(result["mAP"]) and np.allclose(cmc, result["cmc"][:len(cmc)])

@@ -16,17 +16,24 @@ def test_import_registers_models_and_datasets():
     assert factory is vars(torchreid.reid.models)["__model_factory"]
     assert {"tfclip_vit", "tfclip_rn50"} <= set(factory)
     assert {"lsvid", "synthvid", "mars", "ilidsvid", "prid2011"} <= set(host.video_dataset_registry())
+    images = host.image_dataset_registry()
+    assert images is vars(torchreid.reid.data.datasets)["__image_datasets"]
+    assert {"synthimg", "msmt17_trainval", "market1501", "msmt17", "dukemtmcreid"} <= set(images)
+    assert not set(images) & set(host.video_dataset_registry())
 
 
 def test_second_registration_changes_nothing():
     factory_before = dict(host.model_factory())
     datasets_before = dict(host.video_dataset_registry())
+    images_before = dict(host.image_dataset_registry())
     tfclip_plugin.register()
     import importlib
 
     importlib.reload(tfclip_plugin)
     assert host.model_factory() == factory_before
     assert host.video_dataset_registry() == datasets_before
+    assert host.image_dataset_registry() == images_before
+    assert host.register_image_dataset("synthimg", object) is False
 
 
 def test_torchreid_build_model_builds_tfclip_from_active_config():

@@ -45,6 +45,8 @@ examples:
   tfclip-reid --config-file configs/tfclip_vit_mars.yaml --root /data tfclip.clip_weights ViT-B-16.pt
   tfclip-reid --config-file tfclip_vit_mars --root /data     (a shipped recipe by name)
   tfclip-reid -s synthvid -t synthvid --root /data --model osnet_x0_25 train.max_epoch 1
+  tfclip-reid --config-file tfclip_vit_clipm_market1501 --root /data tfclip.clip_weights ViT-B-16.pt   (image ReID)
+  tfclip-reid -s synthimg -t synthimg --root /data data.type image train.max_epoch 2
   tfclip-reid --config-file configs/tfclip_vit_mars.yaml --root /data test.evaluate True model.load_weights ckpt.pth.tar
 """
 
@@ -57,7 +59,7 @@ def build_main_parser() -> argparse.ArgumentParser:
     """The parser of the train/test command (torchreid ``scripts/main.py`` flags plus ``--model``)."""
     parser = argparse.ArgumentParser(
         prog="tfclip-reid",
-        description="Train and evaluate TF-CLIP (or any torchreid model) on video ReID benchmarks.",
+        description="Train and evaluate TF-CLIP (or any torchreid model) on video or image ReID benchmarks.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -224,10 +226,18 @@ def check_names(cfg: CN) -> None:
     """Fail early, listing what exists, when a dataset or model name is unknown."""
     from . import host
 
-    datasets = host.video_dataset_registry()
+    registries = {"video": host.video_dataset_registry, "image": host.image_dataset_registry}
+    if cfg.data.type not in registries:
+        raise ConfigError(f"data.type must be one of {', '.join(registries)}; got {cfg.data.type!r}")
+    datasets = registries[cfg.data.type]()
     for name in list(cfg.data.sources) + list(cfg.data.targets):
         if name not in datasets:
-            raise ConfigError(f"unknown video dataset '{name}'; available: {', '.join(sorted(datasets))}")
+            other = "image" if cfg.data.type == "video" else "video"
+            article = "an" if other == "image" else "a"
+            hint = f" ('{name}' is {article} {other} dataset: set data.type {other})" \
+                if name in registries[other]() else ""
+            raise ConfigError(f"unknown {cfg.data.type} dataset '{name}'{hint}; available: "
+                              f"{', '.join(sorted(datasets))}")
     models = host.model_factory()
     if cfg.model.name not in models:
         close = difflib.get_close_matches(cfg.model.name, list(models), n=3)

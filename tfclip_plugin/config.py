@@ -67,7 +67,9 @@ KEYS: Tuple[Key, ...] = (
         "engine.runner"),
     Key("model.resume", "", "training checkpoint to resume from (model/checkpoint-latest.pth.tar)", "engine.runner"),
     # data
-    Key("data.type", "video", "'video' (tracklet datasets)", "data.video"),
+    Key("data.type", "video", "'video' (tracklet datasets, torchreid's VideoDataManager) or 'image' (image "
+        "datasets such as market1501 and msmt17, torchreid's ImageDataManager; docs/image-reid.md)",
+        "data.managers, engine.mixins"),
     Key("data.root", "reid-data", "folder holding the datasets", "config"),
     Key("data.sources", ["mars"], "training datasets", "config"),
     Key("data.targets", ["mars"], "test datasets", "config"),
@@ -77,8 +79,8 @@ KEYS: Tuple[Key, ...] = (
     Key("data.height", 256, "input height", "config, data.video, engine.build"),
     Key("data.width", 128, "input width", "config, data.video, engine.build"),
     Key("data.combineall", False, "train on train + query + gallery", "config"),
-    Key("data.transforms", ["random_flip", "random_erase"], "training augmentations (random_flip, random_erase)",
-        "data.video"),
+    Key("data.transforms", ["random_flip", "random_erase"], "training augmentations: random_flip, random_erase; "
+        "image data also resize_bicubic, pad_crop, random_erase_pixel (docs/image-reid.md)", "data.video"),
     Key("data.k_tfm", 1, "torchreid's image data: augmented copies per image", "-", "torchreid-compat"),
     Key("data.norm_mean", [0.485, 0.456, 0.406],
         "normalisation mean (ImageNet, as the reference; CLIP's is 0.4815, 0.4578, 0.4082)", "data.video"),
@@ -87,9 +89,12 @@ KEYS: Tuple[Key, ...] = (
         "engine.runner, engine.mixins"),
     Key("data.load_train_targets", False, "torchreid's image data: add the targets' training sets", "-",
         "torchreid-compat"),
-    Key("market1501.use_500k_distractors", False, "torchreid's Market-1501 option", "-", "torchreid-compat"),
-    Key("cuhk03.labeled_images", False, "torchreid's CUHK03 option", "-", "torchreid-compat"),
-    Key("cuhk03.classic_split", False, "torchreid's CUHK03 option", "-", "torchreid-compat"),
+    Key("market1501.use_500k_distractors", False, "image data: torchreid's Market-1501 option (the 500k "
+        "distractor images join the gallery)", "config"),
+    Key("cuhk03.labeled_images", False, "image data: torchreid's CUHK03 option (labeled instead of detected boxes)",
+        "config"),
+    Key("cuhk03.classic_split", False, "image data: torchreid's CUHK03 option (the classic split)",
+        "config"),
     Key("cuhk03.use_metric_cuhk03", False, "torchreid's CUHK03 metric (not used by the plugin's protocols)", "-",
         "torchreid-compat"),
     # sampler
@@ -97,7 +102,8 @@ KEYS: Tuple[Key, ...] = (
         "config, engine.engine"),
     Key("sampler.train_sampler_t", "RandomSampler", "torchreid's sampler of target training sets", "-",
         "torchreid-compat"),
-    Key("sampler.num_instances", 4, "tracklets per identity in a batch (K)", "config, engine.engine"),
+    Key("sampler.num_instances", 4, "tracklets (images, with image data) per identity in a batch (K)",
+        "config, engine.engine"),
     Key("sampler.num_cams", 1, "torchreid's RandomDomainSampler option", "config",
         "torchreid-compat"),
     Key("sampler.num_datasets", 1, "torchreid's RandomDatasetSampler option", "config",
@@ -116,7 +122,7 @@ KEYS: Tuple[Key, ...] = (
     Key("train.weight_decay", 1e-4, "weight decay (coupled L2, as the reference)", "engine.optim, engine.build"),
     Key("train.max_epoch", 80, "training epochs", "config"),
     Key("train.start_epoch", 0, "first epoch (resume sets it)", "config"),
-    Key("train.batch_size", 16, "tracklets per batch (P x K)", "config, engine.engine"),
+    Key("train.batch_size", 16, "tracklets (images, with image data) per batch (P x K)", "config, engine.engine"),
     Key("train.fixbase_epoch", 0, "torchreid: epochs training only train.open_layers (must be 0 for TF-CLIP)",
         "config, engine.engine"),
     Key("train.open_layers", ["classifier"], "torchreid: layers trained during fixbase epochs",
@@ -152,7 +158,7 @@ KEYS: Tuple[Key, ...] = (
     Key("loss.triplet.weight_x", 1.0, "torchreid's two-term loss: softmax weight (TF-CLIP: tfclip.id_loss_weight)",
         "engine.baselines", "torchreid"),
     # test
-    Key("test.batch_size", 32, "clips per forward in evaluation and memory construction",
+    Key("test.batch_size", 32, "clips (images) per forward in evaluation and memory construction",
         "config, engine.engine, engine.mixins"),
     Key("test.dist_metric", "euclidean", "'euclidean' or 'cosine'", "config"),
     Key("test.normalize_feature", True, "L2-normalise features before the distance", "config"),
@@ -229,7 +235,8 @@ KEYS: Tuple[Key, ...] = (
         "engine.engine", "tfclip"),
     Key("tfclip.stage1_warmup_lr", 1e-5, "tfclip.memory text: learning rate the warm-up starts from",
         "engine.engine", "tfclip"),
-    Key("tfclip.protocol", "tfclip", "'tfclip' (gallery = query + gallery) | 'torchreid' | 'official'",
+    Key("tfclip.protocol", "", "'' = the data type's standard: 'tfclip' for video, 'torchreid' for image data; "
+        "'tfclip' (gallery = query + gallery) | 'torchreid' (query against gallery) | 'official'",
         "engine.mixins, engine.runner"),
     Key("tfclip.test_sampling", "dense", "'dense' (all frames in chunks) | 'rrs' (one clip per tracklet)",
         "engine.mixins, engine.runner"),
@@ -393,6 +400,34 @@ def videodata_kwargs(cfg: CN) -> Dict[str, Any]:
         "train_sampler": cfg.sampler.train_sampler,
         "seq_len": cfg.video.seq_len,
         "sample_method": cfg.video.sample_method,
+    }
+
+
+def imagedata_kwargs(cfg: CN) -> Dict[str, Any]:
+    """Keyword arguments for torchreid's ``ImageDataManager`` (as upstream ``scripts/default_config``; one
+    augmented copy per image, no target training loader: the plugin's engines use neither)."""
+    return {
+        "root": cfg.data.root,
+        "sources": cfg.data.sources,
+        "targets": cfg.data.targets,
+        "height": cfg.data.height,
+        "width": cfg.data.width,
+        "transforms": cfg.data.transforms,
+        "norm_mean": cfg.data.norm_mean,
+        "norm_std": cfg.data.norm_std,
+        "use_gpu": cfg.use_gpu,
+        "split_id": cfg.data.split_id,
+        "combineall": cfg.data.combineall,
+        "batch_size_train": cfg.train.batch_size,
+        "batch_size_test": cfg.test.batch_size,
+        "workers": cfg.data.workers,
+        "num_instances": cfg.sampler.num_instances,
+        "num_cams": cfg.sampler.num_cams,
+        "num_datasets": cfg.sampler.num_datasets,
+        "train_sampler": cfg.sampler.train_sampler,
+        "cuhk03_labeled": cfg.cuhk03.labeled_images,
+        "cuhk03_classic_split": cfg.cuhk03.classic_split,
+        "market1501_500k": cfg.market1501.use_500k_distractors,
     }
 
 

@@ -50,10 +50,9 @@ def _recipe_values() -> Dict[str, Dict[str, str]]:
 
 
 def render_config_doc() -> str:
-    """The Markdown page: per top-level node, one row per key with its default, what it applies to, the
-    modules that read it, its meaning and the value each shipped recipe sets (blank: the default)."""
+    """The Markdown page: per top-level node, one row per key (default, what it applies to, the modules that read
+    it, its meaning, the recipes that set it); then, per shipped recipe, every key it sets and the value."""
     recipes = _recipe_values()
-    names = list(recipes)
     lines: List[str] = [
         "# Configuration keys",
         "",
@@ -63,22 +62,24 @@ def render_config_doc() -> str:
         "Set keys in a YAML file (`--config-file`) or as `KEY VALUE` pairs after the command line. *Applies to*",
         "says which runs a key can affect: a run that sets a key away from its default where it cannot have an",
         "effect gets one warning naming it. *torchreid-compat* keys only keep torchreid's configs and command",
-        "lines loading. Recipe columns show the value a recipe sets (blank: the default).",
-        "",
-        "Recipes: " + ", ".join(f"`{name}`" for name in names) + ".",
+        "lines loading. The values each shipped recipe sets are listed [per recipe](#recipes) below the keys.",
     ]
     node: Optional[str] = None
     for key in KEYS:
         top = key.name.split(".")[0] if "." in key.name else "(top level)"
         if top != node:
             node = top
-            lines += ["", f"## `{node}`", "",
-                      "| key | default | applies to | read by | meaning | " + " | ".join(names) + " |",
-                      "|---|---|---|---|---|" + "---|" * len(names)]
+            lines += ["", f"## `{node}`", "", "| key | default | applies to | read by | meaning | set by recipes |",
+                      "|---|---|---|---|---|---|"]
+        setters = ", ".join(f"`{name}`" for name, values in recipes.items() if key.name in values)
         cells = [f"`{key.name}`", f"`{_format(key.default)}`", APPLIES_TO_WORDS[key.applies_to], key.read_by,
-                 key.help.replace("|", "\\|")]
-        cells += [f"`{recipes[name][key.name]}`" if key.name in recipes[name] else "" for name in names]
+                 key.help.replace("|", "\\|"), setters]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Recipes", "",
+              "Every key a shipped recipe sets, with its value (`--config-file NAME`; the files are in `configs/`)."]
+    for name, values in recipes.items():
+        lines += ["", f"### `{name}`", ""]
+        lines += [f"- `{key}`: `{value}`" for key, value in values.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -1,11 +1,12 @@
-"""Evaluation protocols for video ReID: CMC, mAP and mINP on tracklet features.
+"""Evaluation protocols for video and image ReID: CMC, mAP and mINP on tracklet or image features.
 
-Three protocols (``tfclip.protocol``):
+Three protocols (``tfclip.protocol``; '' picks the data type's standard, :data:`STANDARD_PROTOCOL`):
 
 - ``tfclip``: gallery = query + gallery; gallery entries with the query's identity *and* camera are removed
   (so each query drops itself). The reference's evaluator and the official MARS gallery, with the
   Market-1501 metric (torchreid's ``evaluate_rank``): non-interpolated AP, queries without a match skipped.
-- ``torchreid``: query vs gallery only, the same metric (torchreid's own evaluation).
+- ``torchreid``: query vs gallery only, the same metric (torchreid's own evaluation). For image data this is
+  the standard protocol (Market-1501, MSMT17; CLIP-ReID ``utils/metrics.py:28-87``, gallery = the gallery set).
 - ``official``: the MARS MATLAB code (``evaluation_mars.m`` / ``compute_AP.m``): gallery = query + gallery,
   junk = same identity and camera plus label -1, trapezoid-interpolated AP, CMC and mAP divided by *all*
   queries (a query without a match counts 0).
@@ -25,6 +26,7 @@ from . import host
 
 PROTOCOLS = ("tfclip", "torchreid", "official")
 QUERY_IN_GALLERY = {"tfclip": True, "torchreid": False, "official": True}
+STANDARD_PROTOCOL = {"video": "tfclip", "image": "torchreid"}
 _BLOCK_ELEMENTS = 1 << 22  # distance-matrix entries ranked per block (bounds peak memory)
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -34,6 +36,16 @@ def check_protocol(protocol: str) -> None:
     """Raise ``ValueError`` naming ``tfclip.protocol`` unless ``protocol`` is known."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"tfclip.protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+
+
+def resolve_protocol(protocol: str, data_type: str) -> str:
+    """``tfclip.protocol`` with '' replaced by the standard protocol of ``data_type`` ('video' | 'image');
+    ``ValueError`` naming the key for an unknown protocol or data type."""
+    if data_type not in STANDARD_PROTOCOL:
+        raise ValueError(f"data.type must be one of {', '.join(STANDARD_PROTOCOL)}; got {data_type!r}")
+    resolved = protocol or STANDARD_PROTOCOL[data_type]
+    check_protocol(resolved)
+    return resolved
 
 
 def protocol_gallery(

@@ -35,13 +35,19 @@ utils = reid.utils
 
 VideoDataset = data.VideoDataset
 VideoDataManager = data.VideoDataManager
+ImageDataset = data.ImageDataset
+ImageDataManager = data.ImageDataManager
 Engine = engine.Engine
 VideoSoftmaxEngine = engine.VideoSoftmaxEngine
 VideoTripletEngine = engine.VideoTripletEngine
+ImageSoftmaxEngine = engine.ImageSoftmaxEngine
+ImageTripletEngine = engine.ImageTripletEngine
 RandomIdentitySampler = data.sampler.RandomIdentitySampler
 Mars = data.datasets.Mars
 iLIDSVID = data.datasets.iLIDSVID
 PRID2011 = data.datasets.PRID2011
+Market1501 = data.datasets.Market1501
+MSMT17 = data.datasets.MSMT17
 evaluate_rank = metrics.evaluate_rank
 compute_distance_matrix = metrics.compute_distance_matrix
 re_ranking = utils.re_ranking
@@ -72,6 +78,11 @@ def video_dataset_registry() -> Dict[str, type]:
     return vars(data.datasets)["__video_datasets"]
 
 
+def image_dataset_registry() -> Dict[str, type]:
+    """torchreid's image dataset registry (Market-1501, MSMT17, DukeMTMC-reID, CUHK03, ...)."""
+    return vars(data.datasets)["__image_datasets"]
+
+
 def register_model(name: str, builder: Callable) -> bool:
     """Add ``builder`` under ``name`` unless the name exists; returns True if it was added."""
     factory = model_factory()
@@ -86,6 +97,14 @@ def register_video_dataset(name: str, cls: Type) -> bool:
     if name in video_dataset_registry():
         return False
     data.register_video_dataset(name, cls)
+    return True
+
+
+def register_image_dataset(name: str, cls: Type) -> bool:
+    """Register an image dataset class unless the name exists; returns True if it was added."""
+    if name in image_dataset_registry():
+        return False
+    data.register_image_dataset(name, cls)
     return True
 
 

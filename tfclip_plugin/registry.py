@@ -1,6 +1,7 @@
 """What ``import tfclip_plugin`` puts into torchreid's registries, and the builders torchreid calls.
 
-- :func:`register`: the plugin's video datasets and the ``tfclip_vit`` / ``tfclip_rn50`` builders (idempotent).
+- :func:`register`: the plugin's video and image datasets and the ``tfclip_vit`` / ``tfclip_rn50`` builders
+  (idempotent).
 - The builders serve callers the plugin does not control (torchreid's ``build_model`` from its own
   ``scripts/main.py``, ``FeatureExtractor``, trackers that build torchreid models by name). They take their
   settings from the *active* config (``config.set_active_config``) and their keyword arguments; the plugin's
@@ -98,10 +99,12 @@ def register_checkpoint(name: str, path: str) -> str:
 
 def register() -> None:
     """Register the plugin's datasets and model builders into torchreid (idempotent)."""
-    from .data.datasets import CORRECTED_DATASETS, VIDEO_DATASETS
+    from .data.datasets import CORRECTED_DATASETS, IMAGE_DATASETS, VIDEO_DATASETS
 
     for name, cls in VIDEO_DATASETS.items():
         host.register_video_dataset(name, cls)
+    for name, cls in IMAGE_DATASETS.items():
+        host.register_image_dataset(name, cls)
     for name, cls in CORRECTED_DATASETS.items():
         host.replace_video_dataset(name, cls)
     for name in ARCHITECTURES:

@@ -21,7 +21,7 @@ import os.path as osp
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -332,18 +332,25 @@ def generate_synthvid(root: str, seed: int = 0, **size) -> str:
         raise TypeError(f"generate_synthvid got unknown size argument(s) {unknown}; known: {', '.join(sorted(known))}")
     sizes = SynthVidSize(**size)
     sizes.check()
+    return generate_folder(root, DATASET_DIR, lambda staging: {
+        "seed": seed, "size": dataclasses.asdict(sizes), "counts": _write(staging, seed, sizes)})
+
+
+def generate_folder(root: str, dataset_dir: str, write: Callable[[str], Dict[str, Any]]) -> str:
+    """Write a generated dataset to ``<root>/<dataset_dir>`` atomically and return that path: ``write(folder)``
+    fills a fresh folder beside the target and returns metadata, saved as ``<dataset_dir>.json`` inside; the
+    folder is then renamed into place, replacing what is there."""
     root = osp.abspath(osp.expanduser(root))
     os.makedirs(root, exist_ok=True)
-    target = osp.join(root, DATASET_DIR)
-    staging = tempfile.mkdtemp(prefix=".synthvid-", dir=root)
+    target = osp.join(root, dataset_dir)
+    staging = tempfile.mkdtemp(prefix=f".{dataset_dir}-", dir=root)
     try:
-        counts = _write(staging, seed, sizes)
-        meta = {"seed": seed, "size": dataclasses.asdict(sizes), "counts": counts}
-        with open(osp.join(staging, "synthvid.json"), "w", encoding="utf-8") as f:
+        meta = write(staging)
+        with open(osp.join(staging, f"{dataset_dir}.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2)
         if osp.exists(target):
-            retired = tempfile.mkdtemp(prefix=".synthvid-old-", dir=root)
-            os.replace(target, osp.join(retired, DATASET_DIR))
+            retired = tempfile.mkdtemp(prefix=f".{dataset_dir}-old-", dir=root)
+            os.replace(target, osp.join(retired, dataset_dir))
             shutil.rmtree(retired)
         os.replace(staging, target)
     finally:

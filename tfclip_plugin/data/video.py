@@ -4,7 +4,7 @@
   mode 'train', RRS-test in 'query'/'gallery'), sequence transforms and checked frame reading.
 - :class:`DenseClipDataset` turns tracklets into one item per dense chunk, so a DataLoader batches the
   chunks of many tracklets (the reference evaluates with batch size 1).
-- :func:`build_datamanager` builds torchreid's ``VideoDataManager`` and installs the sequence transforms.
+- :func:`build_video_datamanager` builds torchreid's ``VideoDataManager`` and installs the sequence transforms.
 """
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def install_sequence_transforms(datamanager, train: SequenceTransform, test: Seq
     datamanager.transform_tr, datamanager.transform_te = train, test
 
 
-def build_datamanager(cfg: CN):
+def build_video_datamanager(cfg: CN):
     """torchreid's ``VideoDataManager(**videodata_kwargs(cfg))`` with TF-CLIP's sequence transforms.
 
     The datasets are built with ``cfg`` active, so they read ``tfclip.lsvid_subtracklet`` and

@@ -11,7 +11,9 @@ from yacs.config import CfgNode as CN
 from .. import host
 from ..config import is_tfclip_run, model_options
 from ..models import build_tfclip, load_weights as load_model_weights
-from .baselines import VideoSoftmaxBaselineEngine, VideoTripletBaselineEngine
+from .baselines import (
+    ImageSoftmaxBaselineEngine, ImageTripletBaselineEngine, VideoSoftmaxBaselineEngine, VideoTripletBaselineEngine,
+)
 from .engine import TFCLIPEngine
 from .optim import build_optimizer, build_scheduler
 
@@ -52,10 +54,12 @@ def build_optimization(cfg: CN, model):
 
 
 def build_engine(cfg: CN, datamanager, model, optimizer, scheduler):
-    """TFCLIPEngine for ``tfclip_*`` models; torchreid's video engine chosen by ``loss.name`` otherwise."""
+    """TFCLIPEngine for ``tfclip_*`` models; otherwise torchreid's video or image engine (``data.type``) chosen by
+    ``loss.name``."""
     if is_tfclip_run(cfg):
         return TFCLIPEngine(datamanager, model, optimizer, scheduler, cfg)
-    engines = {"softmax": VideoSoftmaxBaselineEngine, "triplet": VideoTripletBaselineEngine}
+    engines = {"softmax": ImageSoftmaxBaselineEngine, "triplet": ImageTripletBaselineEngine} \
+        if cfg.data.type == "image" else {"softmax": VideoSoftmaxBaselineEngine, "triplet": VideoTripletBaselineEngine}
     if cfg.loss.name not in engines:
         raise ValueError(f"loss.name must be 'softmax' or 'triplet' for torchreid models; got {cfg.loss.name!r}")
     return engines[cfg.loss.name](datamanager, model, optimizer, scheduler, cfg)

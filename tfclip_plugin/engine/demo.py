@@ -72,7 +72,8 @@ def run_demo(root: str = "reid-data", save_dir: str = "log/demo", threads: Optio
     finally:
         torch.set_num_threads(previous_threads)
     target = cfg.data.targets[0]
-    print(f"\nsynthvid demo: protocol {cfg.tfclip.protocol}, {cfg.tfclip.test_sampling} test sampling")
+    protocol, sampling = runs["TF-CLIP, trained"]["protocol"], runs["TF-CLIP, trained"]["test_sampling"]
+    print(f"\nsynthvid demo: protocol {protocol}, {sampling} test sampling")
     print(f"{'model':<40} {'mAP':>7} {'R1':>7} {'R5':>7} {'mINP':>7} {'seconds':>8}")
     for name, result in runs.items():
         metrics = result["results"][target]
@@ -87,8 +88,8 @@ def run_demo(root: str = "reid-data", save_dir: str = "log/demo", threads: Optio
         "trained_rank1": round(trained["cmc"]["1"], 4),
         "baseline_rank1": round(baseline["cmc"]["1"], 4),
         "baseline_model": DEMO_BASELINE["model.name"],
-        "protocol": cfg.tfclip.protocol,
-        "test_sampling": cfg.tfclip.test_sampling,
+        "protocol": protocol,
+        "test_sampling": sampling,
         "seconds": round(time.time() - started, 1),
     }
     print(json.dumps(summary))

@@ -8,8 +8,9 @@ Reused from torchreid: the epoch loop, evaluation schedule and writer of ``Engin
 tensorboard scalars of ``Engine.train``; ``test``; ``update_lr`` (the schedule steps once per epoch).
 Overridden: ``run`` (phase 1 before the first epoch; test-set model selection only when asked),
 ``two_stepped_transfer_learning`` (a no-op, so the model's frozen BN biases stay frozen),
-``parse_data_for_train`` (5-D clips and camera ids), ``forward_backward`` (TF-CLIP losses, autocast,
-GradScaler for fp16) and, through the mixins, ``_evaluate`` and ``save_model``.
+``parse_data_for_train`` (5-D clips and camera ids; an image batch (B, 3, H, W) becomes B one-frame clips),
+``forward_backward`` (TF-CLIP losses, autocast, GradScaler for fp16) and, through the mixins, ``_evaluate`` and
+``save_model``.
 """
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
     triplet and frame losses) for a ``TFCLIP`` model.
 
     Args:
-        datamanager: torchreid ``VideoDataManager`` from ``data.build_datamanager`` (batches
-            ``{'img' (B,T,3,H,W), 'pid', 'camid'}``).
+        datamanager: torchreid ``VideoDataManager`` or ``ImageDataManager`` from ``data.build_datamanager``
+            (batches ``{'img' (B,T,3,H,W) or (B,3,H,W), 'pid', 'camid'}``).
         model: ``TFCLIP`` (train mode returns ``TFCLIPOutput``; eval mode (B, D) features).
         optimizer, scheduler: from ``engine.optim.build_optimizer`` / ``build_scheduler``.
         cfg: the run config (``tfclip.*``, ``video.seq_len``, ``test.batch_size``, ``data.workers``).
@@ -100,11 +101,14 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
     def memory_settings(self) -> Dict[str, object]:
         """What the memory depends on besides the weights and the tracklets (part of the cache key)."""
         cfg = self.cfg
-        return {
+        settings = {
             "model": cfg.model.name, "height": cfg.data.height, "width": cfg.data.width,
             "norm_mean": list(cfg.data.norm_mean), "norm_std": list(cfg.data.norm_std),
             "seq_len": cfg.video.seq_len, "precision": self.test_precision,
         }
+        if self.image_data:
+            settings.update(data_type="image", seq_len=1)
+        return settings
 
     def _training_tracklets(self):
         """(training tracklets, frames per dense chunk): images are one-frame tracklets seen one frame at a time."""
@@ -250,7 +254,9 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
 
     # phase 2 ------------------------------------------------------------------------------------------
     def parse_data_for_train(self, data):
-        return data["img"], data["pid"], data["camid"]
+        """(clips (B, T, 3, H, W), pids, camids); an image batch (B, 3, H, W) is B one-frame clips."""
+        imgs = data["img"]
+        return (imgs.unsqueeze(1) if imgs.dim() == 4 else imgs), data["pid"], data["camid"]
 
     def encode_clips(self, clips: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
         """Test features (B, D) with the camera ids reaching SIE."""

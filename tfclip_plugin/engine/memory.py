@@ -118,11 +118,12 @@ def _digest_tensors(state: Dict[str, torch.Tensor]) -> str:
 
 def memory_cache_key(model: nn.Module, tracklets: Sequence[tuple], settings: Dict[str, Any]) -> str:
     """A key for a cached memory: the encoder weights (``model.backbone`` when present), the training
-    tracklets (paths and labels) and ``settings`` (image size, normalisation, seq_len, precision, ...)."""
+    tracklets or images (paths and labels) and ``settings`` (image size, normalisation, seq_len, precision, ...)."""
     encoder = getattr(model, "backbone", model)
     dataset = hashlib.blake2b(digest_size=16)
     for item in tracklets:
-        dataset.update(json.dumps([list(item[0]), int(item[1]), int(item[2])]).encode())
+        paths = [item[0]] if isinstance(item[0], str) else list(item[0])
+        dataset.update(json.dumps([paths, int(item[1]), int(item[2])]).encode())
     parts = [_digest_tensors(encoder.state_dict()), dataset.hexdigest(), json.dumps(settings, sort_keys=True)]
     return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
 

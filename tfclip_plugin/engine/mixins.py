@@ -21,7 +21,7 @@ from ..distributed import (
     NullSummaryWriter, gather_shards, is_distributed, is_main_process, save_on_main_process, shard_loader,
     training_epoch,
 )
-from ..evaluation import QUERY_IN_GALLERY, check_protocol, evaluate_distmat, protocol_gallery
+from ..evaluation import QUERY_IN_GALLERY, evaluate_distmat, protocol_gallery, resolve_protocol
 from ..files.checkpoint_file import checkpoint_path, rng_state
 from ..files.test_outputs import save_test_outputs, target_outputs_path
 from .features import PRECISIONS, dense_tracklet_features, loader_features
@@ -31,12 +31,15 @@ TEST_SAMPLINGS = ("dense", "rrs")
 
 class ProtocolEvaluationMixin:
     """Replaces torchreid's ``Engine._evaluate``: tracklet features by ``tfclip.test_sampling``, ranking by
-    ``tfclip.protocol``, torchreid's distance, re-ranking and visrank; results kept in ``test_results``.
+    ``tfclip.protocol`` (:attr:`protocol`), torchreid's distance, re-ranking and visrank; results kept in
+    ``test_results``.
 
     'dense': all frames in consecutive ``video.seq_len`` chunks (``DenseClipDataset`` over the test tuples,
     ``test.batch_size`` chunks per forward, ``data.workers``), chunk features averaged per tracklet.
     Both run under autocast at ``test_precision`` (``tfclip.test_precision``, else ``tfclip.precision``).
-    'rrs': torchreid's query/gallery loaders, one clip per tracklet. Under torchrun every rank encodes a block
+    'rrs': torchreid's query/gallery loaders, one clip per tracklet. Image data ('image' sampling): torchreid's
+    query/gallery loaders, one feature per image (batches of ``test.batch_size``, camera ids passed to SIE), and
+    by default the standard image protocol ('torchreid'). Under torchrun every rank encodes a block
     of the tracklets and the features are gathered in dataset order; rank 0 alone writes test outputs and
     visrank. Subclasses define ``encode_clips``.
     """
@@ -44,7 +47,7 @@ class ProtocolEvaluationMixin:
     cfg: CN
 
     def setup_evaluation(self, cfg: CN) -> None:
-        check_protocol(cfg.tfclip.protocol)
+        self.protocol = resolve_protocol(cfg.tfclip.protocol, cfg.data.type)
         if cfg.tfclip.test_sampling not in TEST_SAMPLINGS:
             raise ValueError(f"tfclip.test_sampling must be one of {', '.join(TEST_SAMPLINGS)}; "
                              f"got {cfg.tfclip.test_sampling!r}")
@@ -62,7 +65,16 @@ class ProtocolEvaluationMixin:
         return torch.device("cuda" if self.use_gpu else "cpu")
 
     @property
+    def image_data(self) -> bool:
+        """True when the data manager serves images (torchreid's ``ImageDataManager``)."""
+        return self.datamanager.data_type == "image"
+
+    @property
     def test_sampling(self) -> str:
+        """'image' for image data, else the override of a run that selects on the test set, else
+        ``tfclip.test_sampling``."""
+        if self.image_data:
+            return "image"
         return self.sampling_override or self.cfg.tfclip.test_sampling
 
     @property
@@ -75,8 +87,9 @@ class ProtocolEvaluationMixin:
         return self.extract_features(clips)
 
     def tracklet_features(self, name: str, split: str, loader) -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        """(features (N, D), pids (N,), camids (N,)) of the query or gallery tracklets of target ``name``."""
-        if self.test_sampling == "rrs":
+        """(features (N, D), pids (N,), camids (N,)) of the query or gallery tracklets (images) of target
+        ``name``."""
+        if self.test_sampling in ("rrs", "image"):
             return gather_shards(lambda block: loader_features(
                 self.encode_clips, shard_loader(loader, block), self.device, self.test_precision,
                 desc=f"{name} {split}",
@@ -109,7 +122,7 @@ class ProtocolEvaluationMixin:
         rerank: bool = False,
     ):
         started = time.time()
-        protocol, sampling = self.cfg.tfclip.protocol, self.test_sampling
+        protocol, sampling = self.protocol, self.test_sampling
         print(f"Extracting features ({sampling} sampling) ...")
         qf, q_pids, q_camids = self.tracklet_features(dataset_name, "query", query_loader)
         gf, g_pids, g_camids = self.tracklet_features(dataset_name, "gallery", gallery_loader)
@@ -117,7 +130,8 @@ class ProtocolEvaluationMixin:
         if normalize_feature:
             qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
         gallery, gallery_pids, gallery_camids = protocol_gallery(protocol, qf, gf, q_pids, g_pids, q_camids, g_camids)
-        print(f"Computing distances ({dist_metric}) against {len(gallery_pids)} gallery tracklets "
+        items = "images" if self.image_data else "tracklets"
+        print(f"Computing distances ({dist_metric}) against {len(gallery_pids)} gallery {items} "
               f"(protocol {protocol}) ...")
         distmat = host.compute_distance_matrix(qf, gallery, dist_metric).numpy()
         if rerank:

@@ -1,6 +1,6 @@
 """``results.json``: what a train/test run reports, written by the runner and read by the report.
 
-Fields of a single run: ``model``, ``sources``, ``targets``, ``protocol``, ``test_sampling``,
+Fields of a single run: ``model``, ``sources``, ``targets``, ``data_type``, ``protocol``, ``test_sampling``,
 ``model_selection``, ``best_epoch``, ``epochs``, ``checkpoint``, ``results`` ({target: :func:`target_summary`}),
 ``wall_seconds`` ({phase1, train, test, total}), ``versions``, ``config``. A run over several splits
 (``tfclip.all_splits``) has ``splits``, ``std``, ``summary`` ({target: {metric: {mean, std, per_split}}},

@@ -3,7 +3,7 @@
 One file per test dataset:
 ``query_features`` / ``gallery_features`` (N, D) float16, L2-normalised; ``query_pids``, ``query_camids``,
 ``gallery_pids``, ``gallery_camids`` (N,) int64; ``query_frames`` / ``gallery_frames`` (N, 4) str, evenly
-spaced frame paths of each tracklet; ``protocol`` () str.
+spaced frame paths of each tracklet (an image's path four times); ``protocol`` () str.
 """
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ def target_outputs_path(run_dir: str, target: str) -> str:
 
 
 def evenly_spaced_frames(tracklets: Sequence[tuple], count: int = FRAMES_PER_TRACKLET) -> np.ndarray:
-    """(N, count) str: ``count`` evenly spaced frame paths of each tracklet (repeated for short ones)."""
+    """(N, count) str: ``count`` evenly spaced frame paths of each tracklet (repeated for short ones); an image
+    item (one path) repeats its path."""
     rows = []
     for item in tracklets:
-        paths = list(item[0])
+        paths = [item[0]] if isinstance(item[0], str) else list(item[0])
         rows.append([paths[int(i)] for i in np.linspace(0, len(paths) - 1, count).round()])
     return np.asarray(rows, dtype=str).reshape(len(rows), count)
 
