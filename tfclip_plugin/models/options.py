@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Tuple
 
-from .ssp import SSP_NAMES
+from .ssp import SSP_NAMES, SSP_RESIDUALS
 from .temporal import TEMPORAL_NAMES
 
 
@@ -21,7 +21,9 @@ class ModelOptions:
         checkpoint) or 'openai' (open_clip's download); loaded when the model is built with ``pretrained``.
     memory: CLIP-Memory + SSP + V2M loss (False: the supplement's Table 7 rows "without CLIP-M").
     ssp: 'paper' | 'released' | 'none'; ssp_layers: SSP decoder layers.
-    temporal: 'tmd' | 'tap' | 'conv1d' | 'transf' | 'transf_cls'.
+    ssp_residual: 'update' (V2M against M + delta, the paper's Algorithm 2) | 'pre-release' (against 2M + delta,
+        what the code of the LS-VID and iLIDS-VID checkpoints computed; paper SSP only).
+    temporal: 'tmd' | 'tmc' (TMD without MD) | 'tap' | 'conv1d' | 'transf' | 'transf_cls'.
     sie: camera embedding on the ViT's CLS token (the CNN has none); sie_coe: its scale.
     stride: ViT patch stride (16, or 12 for overlapping patches).
     vision_width, vision_layers, embed_dim: tower sizes, 0 = the architecture's own (small values build
@@ -33,6 +35,7 @@ class ModelOptions:
     memory: bool = True
     ssp: str = "paper"
     ssp_layers: int = 2
+    ssp_residual: str = "update"
     temporal: str = "tmd"
     sie: bool = True
     sie_coe: float = 1.0
@@ -47,6 +50,12 @@ class ModelOptions:
             raise ValueError(f"unknown tfclip.temporal '{self.temporal}'; expected one of {', '.join(TEMPORAL_NAMES)}")
         if self.ssp not in SSP_NAMES:
             raise ValueError(f"unknown tfclip.ssp '{self.ssp}'; expected one of {', '.join(SSP_NAMES)}")
+        if self.ssp_residual not in SSP_RESIDUALS:
+            raise ValueError(f"unknown tfclip.ssp_residual '{self.ssp_residual}'; expected one of "
+                             f"{', '.join(SSP_RESIDUALS)}")
+        if self.ssp_residual == "pre-release" and self.ssp != "paper":
+            raise ValueError(f"tfclip.ssp_residual 'pre-release' is the paper SSP's (tfclip.ssp paper); "
+                             f"got tfclip.ssp '{self.ssp}'")
         if self.ssp_layers < 1:
             raise ValueError(f"tfclip.ssp_layers must be at least 1; got {self.ssp_layers}")
 
