@@ -104,10 +104,14 @@ def test_pre_release_residual_adds_exactly_f_proj_dot_memory_to_the_v2m_logits()
     assert (a.features[1] @ memory.t()).abs().max() > 0.1  # the difference is not negligible
 
 
-def test_pre_release_residual_needs_the_paper_ssp():
-    for ssp in ("released", "none"):
-        with pytest.raises(ValueError, match=f"'pre-release' is the paper SSP's \\(tfclip.ssp paper\\); got "
-                                             f"tfclip.ssp '{ssp}'"):
-            vit(ssp=ssp, ssp_residual="pre-release")
+def test_pre_release_residual_belongs_to_the_paper_ssp():
+    with pytest.raises(ValueError, match="'pre-release' is the paper SSP's \\(tfclip.ssp paper\\); the released SSP"):
+        vit(ssp="released", ssp_residual="pre-release")
     with pytest.raises(ValueError, match="unknown tfclip.ssp_residual 'double'; expected one of update, pre-release"):
         vit(ssp_residual="double")
+    memory = torch.randn(C, 64)
+    bare = no_dropout_train(vit(ssp="none", ssp_residual="pre-release"))  # no SSP: the option has no effect
+    bare.set_memory(memory)
+    with torch.no_grad():
+        out = bare(clips(), CAMS)
+    torch.testing.assert_close(out.v2m_logits, out.features[1] @ memory.t())

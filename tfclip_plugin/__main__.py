@@ -1,5 +1,7 @@
-"""``python -m tfclip_plugin`` = ``tfclip-reid``."""
+"""``python -m tfclip_plugin`` = ``tfclip-reid`` (same exit status)."""
+import sys
+
 from .cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

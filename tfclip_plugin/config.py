@@ -166,7 +166,7 @@ KEYS: Tuple[Key, ...] = (
     _model_key("ssp", "'paper' | 'released' | 'none' (docs/models.md)"),
     _model_key("ssp_layers", "SSP decoder layers"),
     _model_key("ssp_residual", "'update' (V2M against M + delta) | 'pre-release' (against 2M + delta, the code of the "
-               "LS-VID and iLIDS-VID checkpoints; paper SSP only)"),
+               "LS-VID and iLIDS-VID checkpoints; paper SSP)"),
     _model_key("temporal", "'tmd' | 'tmc' (TMD without MD) | 'tap' | 'conv1d' | 'transf' | 'transf_cls'"),
     _model_key("sie", "camera embedding on the ViT's CLS token (off for tfclip_rn50)"),
     _model_key("sie_coe", "scale of the camera embedding"),

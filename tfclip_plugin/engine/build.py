@@ -10,21 +10,24 @@ from yacs.config import CfgNode as CN
 
 from .. import host
 from ..config import is_tfclip_run, model_options
-from ..models import build_tfclip, load_weights as load_model_weights
+from ..models import ARCHITECTURES, build_tfclip, load_weights as load_model_weights
 from .baselines import VideoSoftmaxBaselineEngine, VideoTripletBaselineEngine
 from .engine import TFCLIPEngine
 from .optim import build_optimizer, build_scheduler
+from .preflight import sie_table_size
 
 
 def build_model(cfg: CN, datamanager) -> torch.nn.Module:
-    """The run's model: ``tfclip_*`` from ``model_options(cfg)`` (``tfclip.num_cameras`` 0 -> the training
-    cameras), any other name through torchreid's ``build_model``."""
+    """The run's model: ``tfclip_*`` from ``model_options(cfg)`` (``tfclip.num_cameras`` 0 -> an SIE table over
+    the camera ids of every training, query and gallery split, ``preflight.sie_table_size``), any other name
+    through torchreid's ``build_model``."""
     num_classes = datamanager.num_train_pids
     if is_tfclip_run(cfg):
-        num_cameras = int(cfg.tfclip.num_cameras) or int(datamanager.num_train_cams)
+        options = model_options(cfg)
+        uses_sie = options.sie and ARCHITECTURES.get(cfg.model.name) == "vit"
+        num_cameras = int(cfg.tfclip.num_cameras) or sie_table_size(datamanager, warn=uses_sie)
         return build_tfclip(cfg.model.name, num_classes, num_cameras, pretrained=cfg.model.pretrained,
-                            height=cfg.data.height, width=cfg.data.width, loss=cfg.loss.name,
-                            **model_options(cfg).as_dict())
+                            height=cfg.data.height, width=cfg.data.width, loss=cfg.loss.name, **options.as_dict())
     return host.models.build_model(name=cfg.model.name, num_classes=num_classes, loss=cfg.loss.name,
                                    pretrained=cfg.model.pretrained, use_gpu=cfg.use_gpu)
 

@@ -22,7 +22,7 @@ class ModelOptions:
     memory: CLIP-Memory + SSP + V2M loss (False: the supplement's Table 7 rows "without CLIP-M").
     ssp: 'paper' | 'released' | 'none'; ssp_layers: SSP decoder layers.
     ssp_residual: 'update' (V2M against M + delta, the paper's Algorithm 2) | 'pre-release' (against 2M + delta,
-        what the code of the LS-VID and iLIDS-VID checkpoints computed; paper SSP only).
+        what the code of the LS-VID and iLIDS-VID checkpoints computed; the paper SSP's, no effect without an SSP).
     temporal: 'tmd' | 'tmc' (TMD without MD) | 'tap' | 'conv1d' | 'transf' | 'transf_cls'.
     sie: camera embedding on the ViT's CLS token (the CNN has none); sie_coe: its scale.
     stride: ViT patch stride (16, or 12 for overlapping patches).
@@ -53,9 +53,9 @@ class ModelOptions:
         if self.ssp_residual not in SSP_RESIDUALS:
             raise ValueError(f"unknown tfclip.ssp_residual '{self.ssp_residual}'; expected one of "
                              f"{', '.join(SSP_RESIDUALS)}")
-        if self.ssp_residual == "pre-release" and self.ssp != "paper":
-            raise ValueError(f"tfclip.ssp_residual 'pre-release' is the paper SSP's (tfclip.ssp paper); "
-                             f"got tfclip.ssp '{self.ssp}'")
+        if self.ssp_residual == "pre-release" and self.ssp == "released":
+            raise ValueError("tfclip.ssp_residual 'pre-release' is the paper SSP's (tfclip.ssp paper); the released "
+                             "SSP returns a prompt, not the updated memory")
         if self.ssp_layers < 1:
             raise ValueError(f"tfclip.ssp_layers must be at least 1; got {self.ssp_layers}")
 
