@@ -201,6 +201,9 @@ KEYS: Tuple[Key, ...] = (
         "code does (docs/models.md, 'Where we differ')", "data"),
     Key("tfclip.lsvid_subtracklet", 48, "LS-VID training pieces of this many frames; 0 = whole tracklets",
         "data.datasets.lsvid"),
+    Key("tfclip.ilidsvid_train_stride", 0, "ilidsvid: training items are windows of video.seq_len consecutive "
+        "frames, one every N frames (the reference's iLIDS-VID training: 4); 0 = whole tracklets",
+        "data.datasets.ilidsvid"),
     Key("tfclip.skip_bad_frames", False, "replace unreadable frames by a neighbour (warning + count) instead of "
         "failing", "data.frames"),
     # tfclip: phase 1 and evaluation

@@ -14,6 +14,7 @@ import contextlib
 import os
 import os.path as osp
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -74,9 +75,10 @@ def _key(splits: Dict[str, Sequence[tuple]]) -> tuple:
                  for name, items in splits.items())
 
 
-def check_listed_frames(dataset: str, splits: Dict[str, Sequence[tuple]]) -> None:
+def check_listed_frames(dataset: str, splits: Dict[str, Sequence[tuple]], warn_only: bool = False) -> None:
     """Raise :class:`MissingFramesError` when frames listed in ``splits`` ({'train': tuples, 'query': ...}) do
-    not exist; the message has the count per split and the first paths. Checked once per process and lists."""
+    not exist; the message has the count per split and the first paths. ``warn_only`` (``tfclip.skip_bad_frames``,
+    which replaces unreadable frames by neighbours) makes it a warning. Checked once per process and lists."""
     if not _enabled:
         return
     key = _key(splits)
@@ -88,10 +90,12 @@ def check_listed_frames(dataset: str, splits: Dict[str, Sequence[tuple]]) -> Non
         total = sum(len(paths) for paths in missing.values())
         counts = ", ".join(f"{name} {len(paths)}" for name, paths in missing.items())
         first = [path for paths in missing.values() for path in paths][:SHOWN_PATHS]
-        raise MissingFramesError(
-            f"{dataset}: {total} listed frame{'s' if total > 1 else ''} missing on disk ({counts}); first: "
-            + ", ".join(first) + ". The dataset is incomplete: copy or extract it again "
-            "(`tfclip-reid check-data` also decodes every frame)")
+        message = (f"{dataset}: {total} listed frame{'s' if total > 1 else ''} missing on disk ({counts}); first: "
+                   + ", ".join(first) + ". The dataset is incomplete: copy or extract it again "
+                   "(`tfclip-reid check-data` also decodes every frame)")
+        if not warn_only:
+            raise MissingFramesError(message)
+        warnings.warn(f"{message}; tfclip.skip_bad_frames: each is replaced by a neighbouring frame", stacklevel=2)
     _checked.add(key)
 
 
