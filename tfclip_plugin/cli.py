@@ -323,7 +323,10 @@ def _check_data(argv: Sequence[str]) -> int:
     args = build_subcommand_parser("check-data").parse_args(argv)
     from .data.integrity import check_dataset_frames
 
-    unreadable = check_dataset_frames(args.sources, args.root, workers=args.workers, split_id=args.split_id)
+    try:
+        unreadable = check_dataset_frames(args.sources, args.root, workers=args.workers, split_id=args.split_id)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
     return 1 if unreadable else 0
 
 
