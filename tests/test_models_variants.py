@@ -1,10 +1,14 @@
 """The ablation variants of supplement Table 3 and the pre-release SSP residual: TMC without MD
 (``tfclip.temporal tmc``) and V2M against 2M + delta (``tfclip.ssp_residual pre-release``)."""
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
-from tfclip_plugin.models import build_tfclip, model_complexity
+from test_models_checkpoints import tiny, to_official
+from tfclip_plugin.engine.build import load_weights
+from tfclip_plugin.models import build_tfclip, load_official_checkpoint, model_complexity
 from tfclip_plugin.models.temporal import TemporalMemoryConstruction, TemporalMemoryDiffusion
 
 TINY_VIT = dict(vision_width=64, vision_layers=2, embed_dim=64)
@@ -115,3 +119,24 @@ def test_pre_release_residual_belongs_to_the_paper_ssp():
     with torch.no_grad():
         out = bare(clips(), CAMS)
     torch.testing.assert_close(out.v2m_logits, out.features[1] @ memory.t())
+
+
+def test_tmc_loads_the_memory_construction_of_an_official_tmd_checkpoint():
+    source = tiny(seed=1, ssp="paper")
+    target = tiny(seed=2, ssp="paper", temporal="tmc")
+    report = load_official_checkpoint(target, to_official(source, "pre-release"))
+    skipped = {k for k, reason in report["skipped"].items() if reason == "TMD weights; the model's tfclip.temporal is "
+                                                                         "not 'tmd'"}
+    assert skipped and all(".message_" not in k for k in skipped)
+    for name in ("message_fc.weight", "message_ln.bias", "message_attn.in_proj_weight"):
+        assert torch.equal(target.temporal.state_dict()[name], source.temporal.state_dict()[name])
+
+
+def test_fine_tuning_a_pre_release_checkpoint_warns_unless_the_residual_matches(tmp_path):
+    path = str(tmp_path / "lsvid_best.pth.tar")
+    torch.save(to_official(tiny(seed=1, ssp="paper"), "pre-release"), path)
+    with pytest.warns(UserWarning, match="pre-release checkpoint .*set tfclip.ssp_residual pre-release"):
+        load_weights(tiny(seed=2, ssp="paper"), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_weights(tiny(seed=2, ssp="paper", ssp_residual="pre-release"), path)

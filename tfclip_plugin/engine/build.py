@@ -5,6 +5,8 @@ active config; torchreid's models through torchreid's ``build_model``.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from yacs.config import CfgNode as CN
 
@@ -34,8 +36,15 @@ def build_model(cfg: CN, datamanager) -> torch.nn.Module:
 
 def load_weights(model: torch.nn.Module, path: str) -> None:
     """``model.load_weights``: ``models.load_weights`` (our checkpoints strictly, official TF-CLIP files, or
-    torchreid's name-and-shape rule for other models), with a one-line report."""
-    print(f"Loaded weights from {path}: {load_model_weights(model, path)}")
+    torchreid's name-and-shape rule for other models), with a one-line report; a warning when a pre-release
+    official checkpoint meets a model whose SSP residual is not the pre-release one."""
+    report = load_model_weights(model, path)
+    print(f"Loaded weights from {path}: {report}")
+    if report.get("generation") == "pre-release" and getattr(model, "ssp_residual", None) == "update" \
+            and getattr(model, "ssp", None) is not None:
+        warnings.warn(f"{path} is a pre-release checkpoint (LS-VID / iLIDS-VID): its code trained V2M against "
+                      "2M + delta; set tfclip.ssp_residual pre-release (and tfclip.ssp paper) to fine-tune it the "
+                      "same way", stacklevel=2)
 
 
 def build_optimization(cfg: CN, model):
