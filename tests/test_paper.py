@@ -109,6 +109,7 @@ def test_rows_needing_a_missing_feature_fail_before_anything_is_built(text_branc
     assert main(["paper", "list", "--table", "4", "--no-ours"]) == 0
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(e["row"], e["dataset"]) for e in listed][:2] == [("B1", "mars"), ("B1", "lsvid")]
+    assert listed[2]["row"] == "B2" and listed[2]["same_as"] == ["3/A1", "5/tap", "7/B2"]
     assert {e["row"] for e in listed if not e["available"]} == {"B1", "B5"} and all("ours" not in e for e in listed)
 
 
@@ -138,6 +139,13 @@ def test_paper_run_trains_a_row_and_compare_puts_it_beside_the_paper(data_root, 
     assert a2["paper"] == {"mAP": 88.8, "rank1": 91.9}
     assert a2["status"].startswith("run; tested on synthvid, not mars; overrides: model.pretrained False")
     assert all(e["status"] == "not run" and e["ours"] is None for e in entries if e is not a2)
+    os.rename(run, os.path.join(log_dir, "table3", "A1_mars"))  # as if A1 had been run: B2, tap, 7/B2 share it
+    _, entries = compare(log_dir)
+    shared = {(e["table"], e["row"]) for e in entries if e["ours"] is not None}
+    assert shared == {("3", "A1"), ("4", "B2"), ("5", "tap"), ("7", "B2")}
+    b2 = next(e for e in entries if (e["table"], e["row"], e["dataset"]) == ("4", "B2", "mars"))
+    assert b2["status"].startswith("run; the run of table 3 A1; tested on synthvid") and b2["run_dir"].endswith(
+        os.path.join("table3", "A1_mars"))
     row_line = next(line for line in markdown.splitlines() if line.startswith("| 3 | A2 | mars |"))
     assert f"| 88.8 | {100 * synthvid['mAP']:.1f} | 91.9 |" in row_line
     table, _ = compare(str(tmp_path / "empty"))

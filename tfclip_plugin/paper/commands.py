@@ -23,7 +23,7 @@ from ..files.atomic import write_text
 from ..files.results import load_results
 from ..models import ModelOptions, build_tfclip, model_complexity
 from ..models.temporal import MAX_FRAMES, TemporalClsTransformer, TemporalConv1d
-from .tables import DATASET_SHAPES, ROWS, PaperRow, find_row
+from .tables import DATASET_SHAPES, ROWS, PaperRow, equivalent_rows, find_row
 
 DEFAULT_LOG_DIR = os.path.join("log", "paper")
 ROW_RECORD = "paper_row.json"
@@ -110,6 +110,7 @@ def row_entry(row: PaperRow, compute: bool = True, overrides: Sequence[str] = ()
         "options": list(row.options), "requires": list(row.requires),
         "available": not row.missing_requirements(), "definition": row.definition, "paper": dict(row.paper),
         "params_rule": row.params_rule, "params_note": row.params_note,
+        "same_as": [f"{r.table}/{r.row}" for r in equivalent_rows(row)],
     }
     if compute:
         entry["ours"] = row_complexity(row, overrides)
@@ -177,18 +178,26 @@ def run_metrics(results: Dict[str, Any], target: str) -> Optional[Dict[str, floa
 
 
 def compare_entry(row: PaperRow, log_dir: str) -> Dict[str, Any]:
-    """One row of :func:`compare`: the paper's numbers, ours (or None) and a status."""
-    folder = run_dir(row, log_dir)
-    entry: Dict[str, Any] = {"table": row.table, "row": row.row, "dataset": row.dataset, "run_dir": folder,
+    """One row of :func:`compare`: the paper's numbers, ours (or None) and a status. A row not run itself takes
+    the run of an equivalent row (:func:`~.tables.equivalent_rows`), and its status says which."""
+    entry: Dict[str, Any] = {"table": row.table, "row": row.row, "dataset": row.dataset,
                              "paper": {k: v for k, v in row.paper.items() if k in METRICS}, "ours": None}
-    results = load_results(folder)
+    notes = []
+    for source in [row] + equivalent_rows(row):
+        folder = run_dir(source, log_dir)
+        results = load_results(folder)
+        if results:
+            if source is not row:
+                notes.append(f"the run of table {source.table} {source.row}")
+            break
+    entry["run_dir"] = folder if results else run_dir(row, log_dir)
     if not results:
         entry["status"] = "not run"
         return entry
     targets = list(results.get("targets") or [])
     target = row.dataset if row.dataset in targets else (targets[0] if targets else row.dataset)
     entry["ours"] = run_metrics(results, target)
-    notes = [] if target == row.dataset else [f"tested on {target}, not {row.dataset}"]
+    notes += [] if target == row.dataset else [f"tested on {target}, not {row.dataset}"]
     record_path = os.path.join(folder, ROW_RECORD)
     if os.path.isfile(record_path):
         with open(record_path, encoding="utf-8") as f:

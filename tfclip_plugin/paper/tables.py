@@ -260,6 +260,13 @@ ROWS: Tuple[PaperRow, ...] = tuple(_table1() + _table2() + _table3() + _table4()
 TABLES: Tuple[str, ...] = tuple(dict.fromkeys(row.table for row in ROWS))
 
 
+def equivalent_rows(row: PaperRow) -> List[PaperRow]:
+    """The other rows that train the same configuration (same dataset, recipe and options), e.g. Table 3 A1,
+    Table 4 B2, Table 5 tap and Table 7 B2, in the supplement's order."""
+    return [r for r in ROWS if r is not row and (r.dataset, r.recipe, r.options) == (row.dataset, row.recipe,
+                                                                                     row.options)]
+
+
 def find_rows(table: str, row: str) -> List[PaperRow]:
     """The rows named ``row`` of ``table`` (one per dataset); ``KeyError`` listing the table's rows otherwise."""
     if table not in TABLES:
