@@ -8,7 +8,8 @@ import pytest
 from engine_fixtures import SYNTHVID_SIZE  # noqa: F401  (the data_root fixture's size)
 from tfclip_plugin.cli import main
 from tfclip_plugin.files.results import load_results
-from tfclip_plugin.paper import REQUIREMENTS, ROWS, PaperError, Requirement, find_row, row_complexity, run_row
+from tfclip_plugin.paper import (REQUIREMENTS, ROWS, PaperError, Requirement, equivalent_rows, find_row,
+                                 row_complexity, run_row)
 from tfclip_plugin.paper.commands import compare, matches_printed
 
 EXPECTED_ROWS = {
@@ -110,6 +111,9 @@ def test_rows_needing_a_missing_feature_fail_before_anything_is_built(text_branc
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(e["row"], e["dataset"]) for e in listed][:2] == [("B1", "mars"), ("B1", "lsvid")]
     assert listed[2]["row"] == "B2" and listed[2]["same_as"] == ["3/A1", "5/tap", "7/B2"]
+    assert [r.row for r in equivalent_rows(find_row("6", "N2"))] == ["A4", "B3"]
+    assert [r.row for r in equivalent_rows(find_row("4", "B1"))] == ["baseline-vit"]  # by its tokens until it parses
+    assert equivalent_rows(find_row("4", "B6", "lsvid")) == [] and equivalent_rows(find_row("1", "tfclip-vit")) == []
     assert {e["row"] for e in listed if not e["available"]} == {"B1", "B5"} and all("ours" not in e for e in listed)
 
 

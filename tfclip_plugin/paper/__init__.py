@@ -12,6 +12,6 @@ from .tables import (
 
 __all__ = [
     "DATASET_SHAPES", "DEFAULT_LOG_DIR", "PaperError", "PaperRow", "REQUIREMENTS", "ROWS", "Requirement", "TABLES",
-    "compare", "equivalent_rows", "find_row", "find_rows", "list_rows", "row_complexity", "row_config", "row_entry", "run_dir",
-    "run_row",
+    "compare", "equivalent_rows", "find_row", "find_rows", "list_rows", "row_complexity", "row_config",
+    "row_entry", "run_dir", "run_row",
 ]

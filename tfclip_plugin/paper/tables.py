@@ -14,10 +14,11 @@ GitHub SSP its checkpoint was trained with).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..config import key_table
+from ..config import get_default_config, key_table
 from ..configs import recipe_names
 
 #: Training identities and camera ids of each dataset's training split (the class and SIE table sizes the
@@ -260,11 +261,25 @@ ROWS: Tuple[PaperRow, ...] = tuple(_table1() + _table2() + _table3() + _table4()
 TABLES: Tuple[str, ...] = tuple(dict.fromkeys(row.table for row in ROWS))
 
 
+@functools.lru_cache(maxsize=None)
+def _configuration(recipe: str, options: Tuple[str, ...]) -> str:
+    """The config a recipe and options give (YAML), or the tokens themselves when they do not parse here."""
+    from ..cli import ConfigError, merge_config_file, merge_options
+
+    cfg = get_default_config()
+    try:
+        merge_config_file(cfg, recipe)
+        merge_options(cfg, list(options))
+    except ConfigError:
+        return repr((recipe, options))
+    return cfg.dump()
+
+
 def equivalent_rows(row: PaperRow) -> List[PaperRow]:
-    """The other rows that train the same configuration (same dataset, recipe and options), e.g. Table 3 A1,
-    Table 4 B2, Table 5 tap and Table 7 B2, in the supplement's order."""
-    return [r for r in ROWS if r is not row and (r.dataset, r.recipe, r.options) == (row.dataset, row.recipe,
-                                                                                     row.options)]
+    """The other rows that train the same configuration on the same dataset (e.g. Table 3 A1, Table 4 B2,
+    Table 5 tap, Table 7 B2; Table 6 N2 and Table 3 A4), in the supplement's order."""
+    key = _configuration(row.recipe, row.options)
+    return [r for r in ROWS if r is not row and r.dataset == row.dataset and _configuration(r.recipe, r.options) == key]
 
 
 def find_rows(table: str, row: str) -> List[PaperRow]:
