@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from engine_fixtures import SYNTHVID_SIZE  # noqa: F401  (the data_root fixture's size)
 from tfclip_plugin.cli import main
 from tfclip_plugin.files.results import load_results
 from tfclip_plugin.paper import (REQUIREMENTS, ROWS, PaperError, Requirement, equivalent_rows, find_row,

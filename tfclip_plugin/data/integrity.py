@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import os.path as osp
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +21,7 @@ from .datasets.layout import DatasetLayoutError
 from .frames import BadFrameError, open_frame
 
 SHOWN_PATHS = 5
+_UNLISTED = object()
 _checked: Set[tuple] = set()
 _enabled = True
 
@@ -50,12 +50,12 @@ def split_paths(tracklets: Sequence[tuple]) -> List[str]:
 def missing_paths(paths: Iterable[str]) -> List[str]:
     """The ``paths`` that do not exist, each once, in the order given: one ``os.scandir`` per distinct folder
     (a missing folder makes all of its paths missing)."""
-    listings: Dict[str, Optional[Set[str]]] = {}
+    listings: Dict[str, object] = {}
     missing = []
     for path in paths:
         folder, _, name = path.rpartition(os.sep)
-        names = listings.get(folder, ())
-        if names == ():
+        names = listings.get(folder, _UNLISTED)
+        if names is _UNLISTED:
             names = listings[folder] = _listing(folder)
         if names is None or name not in names:
             missing.append(path)
