@@ -90,7 +90,8 @@ def stub_datamanager(query, gallery, train=((("a",), 0, 0),), batches=1):
 def test_every_problem_is_reported_at_once_before_training(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    cfg = tiny_config(str(tmp_path), str(blocker / "run"), "test.ranks", "[1, 5, 60]", "test.dist_metric", "l1")
+    cfg = tiny_config(str(tmp_path), str(blocker / "run"), "test.ranks", "[1, 5, 60]", "test.dist_metric", "l1",
+                      "test.batch_size", "0")
     query = [(("q",), 1, 0), (("q2",), 2, 0)]
     gallery = [(("g",), 1, 0), (("g2",), 3, 1)]  # pid 1 only in the query's camera, pid 2 absent
     model = torch.nn.Linear(2, 2)
@@ -103,8 +104,8 @@ def test_every_problem_is_reported_at_once_before_training(tmp_path):
             "50); results.json would lack them") in message
     assert "no query of toy has a true match in its gallery (same identity, another camera; 2 queries" in message
     assert "test.dist_metric must be one of euclidean, cosine; got 'l1'" in message
-    assert "the training loader yields no batch" in message
-    cfg.data.save_dir = str(tmp_path / "ok")
+    assert "the training loader yields no batch" in message and "test.batch_size must be at least 1" in message
+    cfg.data.save_dir, cfg.test.batch_size = str(tmp_path / "ok"), 4
     cfg.test.ranks, cfg.test.dist_metric = [1, 2], "euclidean"
     cfg.tfclip.protocol = "torchreid"
     with pytest.raises(PreflightError, match=r"test.ranks \[2\] exceed the CMC of toy \(1 ranks") as caught:

@@ -6,8 +6,8 @@
 - :func:`preflight` (called by the runner once the model is built and its weights loaded): ``data.save_dir``
   writable with room for a checkpoint, the SIE table against the test cameras (a loaded or explicitly sized
   table can be too small), ``test.ranks`` against the galleries and the 50-rank CMC, a matchable query in every
-  target, ``test.dist_metric``, a config that checkpoints and ``results.json`` can store, a writable
-  ``tfclip.memory_cache``, and at least one training batch. All problems are reported at once.
+  target, ``test.dist_metric`` and ``test.batch_size``, a config that checkpoints and ``results.json`` can
+  store, a writable ``tfclip.memory_cache``, and at least one training batch. All problems are reported at once.
 - :func:`preflight_splits` (``tfclip.all_splits``): every split of every dataset parses, before split 0 trains.
 """
 from __future__ import annotations
@@ -120,6 +120,9 @@ def _check_settings(cfg: CN) -> List[str]:
     problems = []
     if cfg.test.dist_metric not in DIST_METRICS:
         problems.append(f"test.dist_metric must be one of {', '.join(DIST_METRICS)}; got {cfg.test.dist_metric!r}")
+    if int(cfg.test.batch_size) < 1:
+        problems.append(f"test.batch_size must be at least 1 (clips per forward in evaluation); "
+                        f"got {cfg.test.batch_size}")
     if cfg.tfclip.protocol not in PROTOCOLS:
         problems.append(f"tfclip.protocol must be one of {', '.join(PROTOCOLS)}; got {cfg.tfclip.protocol!r}")
     try:
