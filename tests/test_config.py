@@ -45,7 +45,7 @@ def test_model_keys_are_exactly_the_model_options_with_their_defaults():
 
 def test_build_tfclip_accepts_model_options_only():
     with pytest.raises(TypeError, match=r"unknown TF-CLIP model option\(s\) protocol; valid options: clip_weights, "
-                                        r"memory, ssp, ssp_layers, temporal, sie"):
+                                        r"memory, ssp, ssp_layers, ssp_residual, temporal, sie"):
         build_tfclip("tfclip_vit", 3, 1, protocol="tfclip")
     with pytest.raises(TypeError, match=r"option\(s\) lr, margin"):
         ModelOptions.from_kwargs(margin=0.3, lr=1.0, temporal="tap")

@@ -44,9 +44,21 @@ def test_each_parameter_gets_the_reference_lr_and_weight_decay():
         assert got[name] == (pytest.approx(lr), pytest.approx(decay)), name
 
 
-def test_released_github_setting_has_no_prompt_multiplier():
+def test_released_github_setting_keeps_the_fc_multiplier_and_loses_the_prompt_one():
+    # configs/vit_clipreid.yml: LARGE_FC_LR True (x10 on classifier_proj_temp*), LARGE_Prompt_LR True, which
+    # matches no parameter name of the GitHub code (SSP/TMD, not prompts_generator/SAT): a no-op there
     cfg = get_default_config()
     cfg.tfclip.prompt_lr_mult = 1.0
+    cfg.tfclip.fc_lr_mult = 10.0
+    got = parameter_settings(NamedLikeTFCLIP(), cfg)
+    assert got["ssp.0.weight"][0] == pytest.approx(5e-6) and got["temporal.0.bias"][0] == pytest.approx(1e-5)
+    assert got["classifier_proj_temp.weight"][0] == pytest.approx(5e-5)
+    assert got["classifier_proj_temp2.weight"][0] == pytest.approx(5e-5)
+
+
+def test_official_ilids_setting_has_neither_multiplier():
+    cfg = get_default_config()
+    cfg.tfclip.prompt_lr_mult = 1.0  # the official iLIDS run: LARGE_FC_LR and LARGE_Prompt_LR off
     cfg.tfclip.fc_lr_mult = 1.0
     got = parameter_settings(NamedLikeTFCLIP(), cfg)
     assert got["ssp.0.weight"][0] == pytest.approx(5e-6) and got["temporal.0.bias"][0] == pytest.approx(1e-5)

@@ -6,6 +6,8 @@
     tfclip-reid complexity [--config-file F] [KEY VALUE ...]   parameter counts and GMACs per frame (JSON)
     tfclip-reid report RUN_DIR [RUN_DIR ...] [--topk 5] [--queries N]   figures and index.html of runs
     tfclip-reid download-weights NAME [--cache-dir DIR]   OpenAI CLIP archives (ViT-B-16, RN50), verified
+    tfclip-reid paper list | run TABLE ROW --root DIR | compare [LOG_DIR]   the supplement's Tables 1-7
+    tfclip-reid check-data -s NAME --root DIR           decode every frame of a dataset, list unreadable ones
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from yacs.config import CfgNode as CN
 from .config import RENAMED_KEYS, get_default_config, legacy_value, load_config_yaml, lookup, model_options
 from .configs import recipe_names, recipe_path
 
-SUBCOMMANDS = ("demo", "complexity", "report", "download-weights")
-_SINGLE_VALUE_FLAGS = ("--config-file", "--root", "--model", "--save-dir")
+SUBCOMMANDS = ("demo", "complexity", "report", "download-weights", "paper", "check-data")
+_SINGLE_VALUE_FLAGS = ("--config-file", "--root", "--model", "--save-dir", "--dataset", "--log-dir", "--table")
 _MULTI_VALUE_FLAGS = ("-s", "--sources", "-t", "--targets", "--transforms")
 
 EPILOG = """\
@@ -40,6 +42,11 @@ subcommands:
   download-weights
               download OpenAI's CLIP archive NAME (ViT-B-16 or RN50) into the cache, check its sha256
               and print its path (pass it as tfclip.clip_weights)
+  paper       the supplement's Tables 1-7: `paper list` (rows, options, the paper's numbers, our parameter
+              counts), `paper run TABLE ROW --root DIR` (train and test a row into log/paper/), `paper compare`
+              (the paper's numbers beside ours); docs/reproducing.md
+  check-data  decode every frame of the datasets given with -s, in parallel, and list the unreadable ones
+              (exit status 1 when there are any)
 
 examples:
   tfclip-reid --config-file configs/tfclip_vit_mars.yaml --root /data tfclip.clip_weights ViT-B-16.pt
@@ -94,6 +101,26 @@ def build_subcommand_parser(name: str) -> argparse.ArgumentParser:
         parser.add_argument("--topk", type=int, default=5, help="gallery tracklets per ranked row")
         parser.add_argument("--queries", type=int, default=8, help="queries shown in the ranked-results figure")
         parser.add_argument("--seed", type=int, default=0, help="seed for the choice of queries and identities")
+    elif name == "paper":
+        parser.description = "The supplement's Tables 1-7: list the rows, run one, compare the results with the paper."
+        commands = parser.add_subparsers(dest="command", required=True)
+        listing = commands.add_parser("list", help="one JSON object per row (KEY VALUE options change the size)")
+        listing.add_argument("--table", type=str, default="", help="only this table (1-7)")
+        listing.add_argument("--no-ours", action="store_true", help="skip building the models (faster)")
+        run = commands.add_parser("run", help="train and test a row into LOG_DIR/table<T>/<row>_<dataset>/")
+        run.add_argument("table", help="1-7")
+        run.add_argument("row", help="the row's name, e.g. A2, B6, conv1d, B4-wo-clip-m")
+        run.add_argument("--root", type=str, required=True, help="folder holding the datasets (data.root)")
+        run.add_argument("--dataset", type=str, default="", help="for rows reported on two datasets (Tables 2, 4)")
+        run.add_argument("--log-dir", type=str, default=os.path.join("log", "paper"))
+        comparing = commands.add_parser("compare", help="the paper's numbers beside ours (Markdown, then JSON lines)")
+        comparing.add_argument("log_dir", nargs="?", default=os.path.join("log", "paper"))
+    elif name == "check-data":
+        parser.description = "Decode every frame of the datasets in parallel and list the unreadable ones."
+        parser.add_argument("-s", "--sources", type=str, nargs="+", required=True, help="video datasets")
+        parser.add_argument("--root", type=str, default="reid-data", help="folder holding the datasets")
+        parser.add_argument("--workers", type=int, default=0, help="decoding processes (0: one per CPU core)")
+        parser.add_argument("--split-id", type=int, default=0, help="split of iLIDS-VID / PRID2011")
     elif name == "download-weights":
         from .download import KNOWN_FILES
 
@@ -282,7 +309,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
 
 
+def _paper(argv: Sequence[str]) -> int:
+    flags, opts = split_options(argv)
+    args = build_subcommand_parser("paper").parse_args(flags)
+    from .paper import PaperError, compare, list_rows, run_row
+
+    try:
+        if args.command == "list":
+            for entry in list_rows(args.table, compute=not args.no_ours, overrides=opts):
+                print(json.dumps(entry))
+        elif args.command == "run":
+            run_row(args.table, args.row, args.root, args.dataset, opts, args.log_dir)
+        else:
+            table, entries = compare(args.log_dir)
+            print(table + "\n")
+            for entry in entries:
+                print(json.dumps(entry))
+    except PaperError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
+
+
+def _check_data(argv: Sequence[str]) -> int:
+    args = build_subcommand_parser("check-data").parse_args(argv)
+    from .data.integrity import check_dataset_frames
+
+    try:
+        unreadable = check_dataset_frames(args.sources, args.root, workers=args.workers, split_id=args.split_id)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    return 1 if unreadable else 0
+
+
 def _run_subcommand(name: str, argv: Sequence[str]) -> int:
+    if name == "paper":
+        return _paper(argv)
+    if name == "check-data":
+        return _check_data(argv)
     if name == "complexity":
         print(json.dumps(_complexity(argv)))
         return 0

@@ -178,7 +178,9 @@ KEYS: Tuple[Key, ...] = (
                "(supplement Table 7 'without CLIP-M'). True/False = 'clip'/'none'"),
     _model_key("ssp", "'paper' | 'released' | 'none' (docs/models.md)"),
     _model_key("ssp_layers", "SSP decoder layers"),
-    _model_key("temporal", "'tmd' | 'tap' | 'conv1d' | 'transf' | 'transf_cls'"),
+    _model_key("ssp_residual", "'update' (V2M against M + delta) | 'pre-release' (against 2M + delta, the code of the "
+               "LS-VID and iLIDS-VID checkpoints; paper SSP)"),
+    _model_key("temporal", "'tmd' | 'tmc' (TMD without MD) | 'tap' | 'conv1d' | 'transf' | 'transf_cls'"),
     _model_key("sie", "camera embedding on the ViT's CLS token (off for tfclip_rn50)"),
     _model_key("sie_coe", "scale of the camera embedding"),
     _model_key("stride", "ViT patch stride (16; 12 = overlapping patches)"),
@@ -215,6 +217,9 @@ KEYS: Tuple[Key, ...] = (
         "code does (docs/models.md, 'Where we differ')", "data.video"),
     Key("tfclip.lsvid_subtracklet", 48, "LS-VID training pieces of this many frames; 0 = whole tracklets",
         "data.datasets.lsvid"),
+    Key("tfclip.ilidsvid_train_stride", 0, "ilidsvid: training items are windows of video.seq_len consecutive "
+        "frames, one every N frames (the reference's iLIDS-VID training: 4); 0 = whole tracklets",
+        "data.datasets.ilidsvid"),
     Key("tfclip.skip_bad_frames", False, "replace unreadable frames by a neighbour (warning + count) instead of "
         "failing", "data.frames, data.video"),
     # tfclip: phase 1 and evaluation

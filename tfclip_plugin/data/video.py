@@ -41,12 +41,17 @@ class TrackletSamplingMixin:
     returns torchreid's dict ``{'img': (T, 3, H, W), 'pid', 'camid', 'dsetid'}``.
 
     Keyword argument ``skip_bad_frames`` (default: ``tfclip.skip_bad_frames`` of the active config): see
-    :class:`~tfclip_plugin.data.frames.FrameReader`.
+    :class:`~tfclip_plugin.data.frames.FrameReader`. Every listed frame must exist once the splits are parsed
+    (:func:`~tfclip_plugin.data.integrity.check_listed_frames`; a warning with ``skip_bad_frames``).
     """
 
     def __init__(self, *args, skip_bad_frames: Optional[bool] = None, **kwargs) -> None:
+        from .integrity import check_listed_frames
+
         self.frame_reader = FrameReader(skip_bad_frames)
         super().__init__(*args, **kwargs)
+        check_listed_frames(type(self).__name__, {"train": self.train, "query": self.query, "gallery": self.gallery},
+                            warn_only=self.frame_reader.skip_bad_frames)
         if self.sample_method not in SAMPLE_METHODS:
             raise ValueError(f"video.sample_method must be one of {', '.join(SAMPLE_METHODS)}; "
                              f"got {self.sample_method!r}")

@@ -5,36 +5,48 @@ active config; torchreid's models through torchreid's ``build_model``.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from yacs.config import CfgNode as CN
 
 from .. import host
 from ..config import is_tfclip_run, model_options
-from ..models import build_tfclip, load_weights as load_model_weights
+from ..models import ARCHITECTURES, build_tfclip, load_weights as load_model_weights
 from .baselines import (
     ImageSoftmaxBaselineEngine, ImageTripletBaselineEngine, VideoSoftmaxBaselineEngine, VideoTripletBaselineEngine,
 )
 from .engine import TFCLIPEngine
 from .optim import build_optimizer, build_scheduler
+from .preflight import sie_table_size
 
 
 def build_model(cfg: CN, datamanager) -> torch.nn.Module:
-    """The run's model: ``tfclip_*`` from ``model_options(cfg)`` (``tfclip.num_cameras`` 0 -> the training
-    cameras), any other name through torchreid's ``build_model``."""
+    """The run's model: ``tfclip_*`` from ``model_options(cfg)`` (``tfclip.num_cameras`` 0 -> an SIE table over
+    the camera ids of every training, query and gallery split, ``preflight.sie_table_size``), any other name
+    through torchreid's ``build_model``."""
     num_classes = datamanager.num_train_pids
     if is_tfclip_run(cfg):
-        num_cameras = int(cfg.tfclip.num_cameras) or int(datamanager.num_train_cams)
+        options = model_options(cfg)
+        uses_sie = options.sie and ARCHITECTURES.get(cfg.model.name) == "vit"
+        num_cameras = int(cfg.tfclip.num_cameras) or sie_table_size(datamanager, warn=uses_sie)
         return build_tfclip(cfg.model.name, num_classes, num_cameras, pretrained=cfg.model.pretrained,
-                            height=cfg.data.height, width=cfg.data.width, loss=cfg.loss.name,
-                            **model_options(cfg).as_dict())
+                            height=cfg.data.height, width=cfg.data.width, loss=cfg.loss.name, **options.as_dict())
     return host.models.build_model(name=cfg.model.name, num_classes=num_classes, loss=cfg.loss.name,
                                    pretrained=cfg.model.pretrained, use_gpu=cfg.use_gpu)
 
 
 def load_weights(model: torch.nn.Module, path: str) -> None:
     """``model.load_weights``: ``models.load_weights`` (our checkpoints strictly, official TF-CLIP files, or
-    torchreid's name-and-shape rule for other models), with a one-line report."""
-    print(f"Loaded weights from {path}: {load_model_weights(model, path)}")
+    torchreid's name-and-shape rule for other models), with a one-line report; a warning when a pre-release
+    official checkpoint meets a model whose SSP residual is not the pre-release one."""
+    report = load_model_weights(model, path)
+    print(f"Loaded weights from {path}: {report}")
+    if report.get("generation") == "pre-release" and getattr(model, "ssp_residual", None) == "update" \
+            and getattr(model, "ssp", None) is not None:
+        warnings.warn(f"{path} is a pre-release checkpoint (LS-VID / iLIDS-VID): its code trained V2M against "
+                      "2M + delta; set tfclip.ssp_residual pre-release (and tfclip.ssp paper) to fine-tune it the "
+                      "same way", stacklevel=2)
 
 
 def build_optimization(cfg: CN, model):

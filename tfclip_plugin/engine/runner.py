@@ -21,6 +21,7 @@ from ..config import engine_run_kwargs, warn_ineffective_keys
 from ..files.checkpoint_file import resume
 from ..files.results import aggregate_splits, target_summary, write_results
 from .build import build_engine, build_model, build_optimization, load_weights
+from .preflight import preflight, preflight_splits
 
 NUM_SPLITS = 10
 SELECTION_RULES = {
@@ -89,6 +90,7 @@ def run_single(cfg: CN) -> Dict[str, Any]:
             load_weights(model, cfg.model.load_weights)
         device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
         model = model.to(device)
+        preflight(cfg, datamanager, model)
         optimizer, scheduler = build_optimization(cfg, model)
         engine = build_engine(cfg, datamanager, model, optimizer, scheduler)
         run_kwargs = engine_run_kwargs(cfg)
@@ -130,6 +132,7 @@ def run_all_splits(cfg: CN, num_splits: int = NUM_SPLITS) -> Dict[str, Any]:
     """Train and test each split 0..num_splits-1 into ``save_dir/split<i>``; results.json in ``save_dir``
     holds the per-split metrics and their mean and standard deviation (ddof=1)."""
     started = time.time()
+    preflight_splits(cfg, num_splits)
     per_split = []
     for split_id in range(num_splits):
         split_cfg = cfg.clone()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Tuple
 
-from .ssp import SSP_NAMES
+from .ssp import SSP_NAMES, SSP_RESIDUALS
 from .temporal import TEMPORAL_NAMES
 
 MEMORY_MODES = ("clip", "text", "none")
@@ -44,7 +44,9 @@ class ModelOptions:
         'text' (CLIP-ReID's learned prompts through CLIP's text encoder; stage 1 then the image-to-text loss),
         'none' (neither: the supplement's Table 7 rows "without CLIP-M"). True/False are read as 'clip'/'none'.
     ssp: 'paper' | 'released' | 'none'; ssp_layers: SSP decoder layers.
-    temporal: 'tmd' | 'tap' | 'conv1d' | 'transf' | 'transf_cls'.
+    ssp_residual: 'update' (V2M against M + delta, the paper's Algorithm 2) | 'pre-release' (against 2M + delta,
+        what the code of the LS-VID and iLIDS-VID checkpoints computed; the paper SSP's, no effect without an SSP).
+    temporal: 'tmd' | 'tmc' (TMD without MD) | 'tap' | 'conv1d' | 'transf' | 'transf_cls'.
     sie: camera embedding on the ViT's CLS token (the CNN has none); sie_coe: its scale.
     stride: ViT patch stride (16, or 12 for overlapping patches).
     vision_width, vision_layers, embed_dim: tower sizes, 0 = the architecture's own (small values build
@@ -57,6 +59,7 @@ class ModelOptions:
     memory: str = "clip"
     ssp: str = "paper"
     ssp_layers: int = 2
+    ssp_residual: str = "update"
     temporal: str = "tmd"
     sie: bool = True
     sie_coe: float = 1.0
@@ -74,6 +77,12 @@ class ModelOptions:
             raise ValueError(f"unknown tfclip.temporal '{self.temporal}'; expected one of {', '.join(TEMPORAL_NAMES)}")
         if self.ssp not in SSP_NAMES:
             raise ValueError(f"unknown tfclip.ssp '{self.ssp}'; expected one of {', '.join(SSP_NAMES)}")
+        if self.ssp_residual not in SSP_RESIDUALS:
+            raise ValueError(f"unknown tfclip.ssp_residual '{self.ssp_residual}'; expected one of "
+                             f"{', '.join(SSP_RESIDUALS)}")
+        if self.ssp_residual == "pre-release" and self.ssp == "released":
+            raise ValueError("tfclip.ssp_residual 'pre-release' is the paper SSP's (tfclip.ssp paper); the released "
+                             "SSP returns a prompt, not the updated memory")
         if self.ssp_layers < 1:
             raise ValueError(f"tfclip.ssp_layers must be at least 1; got {self.ssp_layers}")
 

@@ -9,7 +9,8 @@ over frames) and return the prompt P (B, C, E); the V2M logits use M + P.
   of the LS-VID/iLIDS checkpoints, and the one that reproduces the paper's parameter counts (3,150,848 per
   512-d layer). It returns the accumulated residual update ``X_N - M``. The code that produced those
   checkpoints returned ``X_N`` itself, so its caller's ``M + SSP(M, V)`` was ``2M + delta``: the memory
-  entered the V2M logits twice over. We return the update, so the logits use ``M + delta`` as the paper states.
+  entered the V2M logits twice over. We return the update, so the logits use ``M + delta`` as the paper states;
+  ``tfclip.ssp_residual 'pre-release'`` makes the model add M once more (``2M + delta``), as that code did.
 - ``ReleasedSSP`` ('released'): the GitHub module. V -> LN, Linear, LN; M -> LN, Linear; N layers of
   {self-attention among the memory rows, cross-attention to V, MLP}; then LN, Linear. Its ``norm`` and
   ``alpha`` are never used by the reference; they are kept (frozen) only so that released checkpoints load
@@ -29,6 +30,7 @@ from .attention import attend
 
 HEAD_WIDTH = 64
 SSP_NAMES = ("paper", "released", "none")
+SSP_RESIDUALS = ("update", "pre-release")
 
 
 class Attention(nn.Module):

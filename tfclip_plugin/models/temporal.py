@@ -5,6 +5,11 @@
   T frames of the clip (residual) = one memory token per frame. MD: the memory token is appended *last* to its
   frame's tokens and one CLIP residual block (attention + QuickGELU MLP) runs over the L+1 tokens of each frame.
   Frame feature = mean over all L+1 output tokens; sequence feature = mean over frames.
+- 'tmc' (``TemporalMemoryConstruction``): TMD without MD (supplement Table 3, rows A2 and A5). TMC as above,
+  the memory token appended last to its frame's tokens, then the frame feature is the mean over the L+1
+  tokens as they are: (L * mean token + memory token) / (L + 1). This is the reference's TMD block with its MD
+  lines (``model/make_model_clipreid.py:99-101``) left out; the heads are TMD's (a frame head and a sequence
+  head).
 - 'tap': temporal average pooling only; no module and no temporal head (the f768/f512 heads are already
   frame averages), as rows A1/B2 of the ablations.
 - 'conv1d', 'transf', 'transf_cls': ActionCLIP's temporal heads, which the reference keeps in
@@ -34,15 +39,20 @@ from .attention import SelfAttention, use_sdpa_attention
 
 HEAD_WIDTH = 64
 MAX_FRAMES = 77
-TEMPORAL_NAMES = ("tmd", "tap", "conv1d", "transf", "transf_cls")
+TEMPORAL_NAMES = ("tmd", "tmc", "tap", "conv1d", "transf", "transf_cls")
 
 
 def _heads(dim: int) -> int:
     return max(1, dim // HEAD_WIDTH)
 
 
-class TemporalMemoryDiffusion(nn.Module):
-    """TMD = TMC + MD on frame tokens; ``forward(tokens (B, T, L, D)) -> (frame (B*T, D), sequence (B, D))``."""
+class TemporalMemoryConstruction(nn.Module):
+    """TMC alone; ``forward(tokens (B, T, L, D)) -> (frame (B*T, D), sequence (B, D))``.
+
+    ``memory_tokens`` computes the per-frame memory token (B, T, D): Linear on the frame's mean token, then
+    pre-LN self-attention across the T frames of the clip, residual. The frame feature is the mean over the
+    frame's L tokens and its memory token.
+    """
 
     frame_level = True
 
@@ -52,15 +62,33 @@ class TemporalMemoryDiffusion(nn.Module):
         self.message_fc = nn.Linear(dim, dim)
         self.message_ln = LayerNorm(dim)
         self.message_attn = SelfAttention.from_multihead(nn.MultiheadAttention(dim, _heads(dim), batch_first=True))
+
+    def memory_tokens(self, tokens: Tensor) -> Tensor:
+        """tokens (B, T, L, D) -> (B, T, D)."""
+        message = self.message_fc(tokens.mean(dim=2))
+        h = self.message_ln(message)
+        return message + self.message_attn(h, h, h, need_weights=False)[0]
+
+    def with_memory_token(self, tokens: Tensor) -> Tensor:
+        """tokens (B, T, L, D) -> (B*T, L+1, D), each frame's memory token last."""
+        return torch.cat([tokens, self.memory_tokens(tokens)[:, :, None]], dim=2).flatten(0, 1)
+
+    def forward(self, tokens: Tensor) -> Tuple[Tensor, Tensor]:
+        b, t, _, d = tokens.shape
+        frame = self.with_memory_token(tokens).mean(dim=1)
+        return frame, frame.view(b, t, d).mean(dim=1)
+
+
+class TemporalMemoryDiffusion(TemporalMemoryConstruction):
+    """TMD = TMC + MD on frame tokens; ``forward(tokens (B, T, L, D)) -> (frame (B*T, D), sequence (B, D))``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
         self.diffusion = use_sdpa_attention(ResidualAttentionBlock(dim, _heads(dim), act_layer=QuickGELU))
 
     def forward(self, tokens: Tensor) -> Tuple[Tensor, Tensor]:
         b, t, _, d = tokens.shape
-        message = self.message_fc(tokens.mean(dim=2))  # (B, T, D)
-        h = self.message_ln(message)
-        message = message + self.message_attn(h, h, h, need_weights=False)[0]
-        x = torch.cat([tokens, message[:, :, None]], dim=2).flatten(0, 1)  # (B*T, L+1, D), memory token last
-        frame = self.diffusion(x).mean(dim=1)
+        frame = self.diffusion(self.with_memory_token(tokens)).mean(dim=1)
         return frame, frame.view(b, t, d).mean(dim=1)
 
 
@@ -140,9 +168,12 @@ class TemporalClsTransformer(nn.Module):
 
 
 def build_temporal(name: str, token_dim: int, embed_dim: int) -> nn.Module | None:
-    """'tmd' at the backbone's token width; the Table 5 alternatives at the embedding width; 'tap' -> None."""
+    """'tmd' and 'tmc' at the backbone's token width; the Table 5 alternatives at the embedding width;
+    'tap' -> None."""
     if name == "tmd":
         return TemporalMemoryDiffusion(token_dim)
+    if name == "tmc":
+        return TemporalMemoryConstruction(token_dim)
     if name == "tap":
         return None
     if name == "conv1d":

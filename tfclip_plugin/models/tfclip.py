@@ -4,7 +4,7 @@ One forward for both backbones. Per clip (B, T, 3, H, W):
 - frames -> backbone (SIE camera row added to each frame's CLS token, ViT only) -> FrameTokens;
 - f_cls = frame mean of the CLS feature (ViT: 768-d CLS after ln_post; CNN: 2048-d pooled layer4 map);
 - f_proj = frame mean of the projected CLS (ViT: 512-d; CNN: the 1024-d attention-pool output);
-- temporal: TMD on the detached tokens (frame and sequence features), or a Table 5 alternative on the
+- temporal: TMD (or TMC alone) on the detached tokens (frame and sequence features), or a Table 5 alternative on the
   per-frame projected CLS, or nothing ('tap');
 - BNNecks (weight 1, bias 0 and frozen) and bias-free classifiers (std 0.001) per feature; the frame-level TMD
   head shares ``classifier_proj_temp`` with the sequence temporal head;
@@ -88,7 +88,8 @@ class TFCLIP(nn.Module):
 
     def __init__(self, backbone: Backbone, num_classes: int, num_cameras: int = 1, temporal: str = "tmd",
                  ssp: str = "paper", ssp_layers: int = 2, memory: Union[str, bool] = "clip", sie: bool = True,
-                 sie_coe: float = 1.0, loss: str = "softmax", text: Optional[TextBranch] = None) -> None:
+                 sie_coe: float = 1.0, loss: str = "softmax", text: Optional[TextBranch] = None,
+                 ssp_residual: str = "update") -> None:
         super().__init__()
         memory = memory_mode(memory)
         if (memory == "text") != (text is not None):
@@ -113,6 +114,7 @@ class TFCLIP(nn.Module):
         self.loss = loss
         self.sie_coe = sie_coe
         self.memory_mode = memory
+        self.ssp_residual = ssp_residual
         self.cv_embed = nn.Parameter(nn.init.trunc_normal_(torch.zeros(num_cameras, backbone.cls_dim), std=0.02)) \
             if sie else None
         self.temporal = build_temporal(temporal, backbone.token_dim, backbone.embed_dim)
@@ -206,14 +208,17 @@ class TFCLIP(nn.Module):
                             v2m_logits=None if text_mode else table, i2t_logits=table if text_mode else None)
 
     def _v2m_logits(self, f_proj: Tensor, tokens: Tensor, batch: int) -> Tensor:
-        """f_proj (B, E), tokens (B*T, L, D) -> (B, C) = <f_proj, M + SSP(M, V)>, M the class table in
-        ``memory`` (CLIP-Memory, or the identities' text features in text mode)."""
+        """f_proj (B, E), tokens (B*T, L, D) -> (B, C) = <f_proj, M + SSP(M, V)> (+ <f_proj, M> with
+        ``ssp_residual`` 'pre-release'), M the class table in ``memory`` (CLIP-Memory, or the identities' text
+        features in text mode)."""
         memory = self.memory.to(f_proj.dtype)
         logits = f_proj @ memory.t()
         if self.ssp is not None:
             video = self.backbone.project(tokens.unflatten(0, (batch, -1)).mean(dim=1))  # (B, L, E)
             prompts = self.ssp(self.memory, video)
             logits = logits + torch.einsum("be,bce->bc", f_proj, prompts.to(f_proj.dtype))
+            if self.ssp_residual == "pre-release":
+                logits = logits + f_proj @ memory.t()  # 2M + delta, as the LS-VID / iLIDS-VID checkpoints' code
         return logits
 
     # ---------------------------------------------------------------------------------------------- memory
@@ -280,4 +285,4 @@ def build_tfclip(name: str, num_classes: int, num_cameras: int, pretrained: bool
         backbone.set_grad_checkpointing(True)
     return TFCLIP(backbone, num_classes, num_cameras, temporal=opts.temporal, ssp=opts.ssp,
                   ssp_layers=opts.ssp_layers, memory=opts.memory, sie=opts.sie and arch == "vit",
-                  sie_coe=opts.sie_coe, loss=loss, text=text)
+                  sie_coe=opts.sie_coe, loss=loss, text=text, ssp_residual=opts.ssp_residual)

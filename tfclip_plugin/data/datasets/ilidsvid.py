@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from scipy.io import loadmat
@@ -24,10 +24,27 @@ SPLIT_MAT = osp.join("train-test people splits", "train_test_splits_ilidsvid.mat
 
 
 class iLIDSVID(TrackletSamplingMixin, host.iLIDSVID):
-    """iLIDS-VID as torchreid defines it: split ``split_id`` of 10; train = ``ls_set[split_id, 150:]`` (both
-    cameras), query = cam1 and gallery = cam2 tracklets of ``ls_set[split_id, :150]``; one tracklet per person
-    and camera, frames sorted by name (torchreid globs them unsorted). torchreid writes ``splits.json``
-    into the dataset folder. Never downloads."""
+    """iLIDS-VID as torchreid defines it, the standard protocol (Wang et al., ECCV 2014): split ``split_id`` of
+    10; train = ``ls_set[split_id, 150:]`` (both cameras), query = cam1 and gallery = cam2 tracklets of
+    ``ls_set[split_id, :150]`` (150 and 150); one tracklet per person and camera, frames sorted by name
+    (torchreid globs them unsorted). torchreid writes ``splits.json`` into the dataset folder. Never downloads.
+
+    ``train_window_stride`` N > 0 cuts each training tracklet into windows of ``seq_len`` consecutive frames, one
+    starting every N frames (:func:`~tfclip_plugin.data.sampling.sliding_windows`), as the reference trains on
+    iLIDS-VID (8 frames, N = 4: about 300 batches of 16 per epoch instead of 37); query and gallery stay whole
+    tracklets. Default: ``tfclip.ilidsvid_train_stride`` of the active config (0 = whole tracklets).
+    """
+
+    def __init__(self, root: str = "", split_id: int = 0, train_window_stride: Optional[int] = None,
+                 **kwargs) -> None:
+        if train_window_stride is None:
+            from ...config import active_config
+
+            train_window_stride = int(active_config().tfclip.ilidsvid_train_stride)
+        if train_window_stride < 0:
+            raise ValueError(f"tfclip.ilidsvid_train_stride must be >= 0; got {train_window_stride}")
+        self.train_window = (int(kwargs.get("seq_len", 15)), int(train_window_stride))
+        super().__init__(root=root, split_id=split_id, **kwargs)
 
     def download_dataset(self, dataset_dir: str, dataset_url) -> None:
         require_paths(type(self).__name__, [dataset_dir])
@@ -47,12 +64,15 @@ class iLIDSVID(TrackletSamplingMixin, host.iLIDSVID):
     def process_data(self, dirnames: Sequence[str], cam1: bool = True, cam2: bool = True) -> List[tuple]:
         if not dirnames:
             raise ValueError(f"{type(self).__name__}: split {self.split_path} lists no person")
+        window, stride = self.train_window
+        windowed = stride > 0 and cam1 and cam2  # torchreid's training call reads both cameras
         tracklets = []
         for pid, dirname in enumerate(dirnames):
             for camid, use, cam_path in ((0, cam1, self.cam_1_path), (1, cam2, self.cam_2_path)):
                 if use:
                     frames = person_frames(type(self).__name__, osp.join(cam_path, dirname), (".png",))
-                    tracklets.append((frames, pid, camid))
+                    bounds = sliding_windows(len(frames), window, stride) if windowed else [(0, len(frames))]
+                    tracklets += [(frames[start:end], pid, camid) for start, end in bounds]
         return tracklets
 
 
