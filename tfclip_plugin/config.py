@@ -382,8 +382,8 @@ def activated_config(cfg: CN) -> Iterator[CN]:
         _ACTIVE = previous
 
 
-def videodata_kwargs(cfg: CN) -> Dict[str, Any]:
-    """Keyword arguments for torchreid's ``VideoDataManager`` (as upstream ``scripts/default_config``)."""
+def _datamanager_kwargs(cfg: CN) -> Dict[str, Any]:
+    """The keyword arguments torchreid's video and image data managers share."""
     return {
         "root": cfg.data.root,
         "sources": cfg.data.sources,
@@ -403,37 +403,20 @@ def videodata_kwargs(cfg: CN) -> Dict[str, Any]:
         "num_cams": cfg.sampler.num_cams,
         "num_datasets": cfg.sampler.num_datasets,
         "train_sampler": cfg.sampler.train_sampler,
-        "seq_len": cfg.video.seq_len,
-        "sample_method": cfg.video.sample_method,
     }
+
+
+def videodata_kwargs(cfg: CN) -> Dict[str, Any]:
+    """Keyword arguments for torchreid's ``VideoDataManager`` (as upstream ``scripts/default_config``)."""
+    return {**_datamanager_kwargs(cfg), "seq_len": cfg.video.seq_len, "sample_method": cfg.video.sample_method}
 
 
 def imagedata_kwargs(cfg: CN) -> Dict[str, Any]:
     """Keyword arguments for torchreid's ``ImageDataManager`` (as upstream ``scripts/default_config``; one
     augmented copy per image, no target training loader: the plugin's engines use neither)."""
-    return {
-        "root": cfg.data.root,
-        "sources": cfg.data.sources,
-        "targets": cfg.data.targets,
-        "height": cfg.data.height,
-        "width": cfg.data.width,
-        "transforms": cfg.data.transforms,
-        "norm_mean": cfg.data.norm_mean,
-        "norm_std": cfg.data.norm_std,
-        "use_gpu": cfg.use_gpu,
-        "split_id": cfg.data.split_id,
-        "combineall": cfg.data.combineall,
-        "batch_size_train": cfg.train.batch_size,
-        "batch_size_test": cfg.test.batch_size,
-        "workers": cfg.data.workers,
-        "num_instances": cfg.sampler.num_instances,
-        "num_cams": cfg.sampler.num_cams,
-        "num_datasets": cfg.sampler.num_datasets,
-        "train_sampler": cfg.sampler.train_sampler,
-        "cuhk03_labeled": cfg.cuhk03.labeled_images,
-        "cuhk03_classic_split": cfg.cuhk03.classic_split,
-        "market1501_500k": cfg.market1501.use_500k_distractors,
-    }
+    return {**_datamanager_kwargs(cfg), "cuhk03_labeled": cfg.cuhk03.labeled_images,
+            "cuhk03_classic_split": cfg.cuhk03.classic_split,
+            "market1501_500k": cfg.market1501.use_500k_distractors}
 
 
 def engine_run_kwargs(cfg: CN) -> Dict[str, Any]:
