@@ -10,12 +10,14 @@ The environment says which fault, where and when; without ``FAULT`` this is plai
 - ``FAULT_RANK`` (default 0): the rank that injects it; ``FAULT_ATTEMPT`` (default 0): only in this torchrun attempt
   (``TORCHELASTIC_RESTART_COUNT``), so that a restarted job runs clean.
 
-The fault is injected from inside the run (``TFCLIPEngine.forward_backward`` is wrapped), so it lands at the same
+The fault's line on stderr carries the wall-clock time (``time.time()``) at which it is injected. The fault is
+injected from inside the run (``TFCLIPEngine.forward_backward`` is wrapped), so it lands at the same
 iteration on every machine, however loaded.
 """
 import os
 import signal
 import sys
+import time
 
 from tfclip_plugin.cli import main
 from tfclip_plugin.engine.engine import TFCLIPEngine
@@ -36,8 +38,8 @@ def inject_fault() -> None:
     def forward_backward_with_fault(engine, data):
         if ((engine.epoch + 1, engine.batch_idx + 1) == where and int(os.environ.get("RANK", "0")) == rank
                 and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == attempt):
-            print(f"fault injection: {os.environ['FAULT']} at epoch {where[0]}, iteration {where[1]}", file=sys.stderr,
-                  flush=True)
+            print(f"fault injection: {os.environ['FAULT']} at epoch {where[0]}, iteration {where[1]} "
+                  f"(time {time.time():.3f})", file=sys.stderr, flush=True)
             fault()
         return forward_backward(engine, data)
 

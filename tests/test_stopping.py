@@ -3,7 +3,6 @@ previous handlers), exit statuses, where a stop lands in the training loop, the 
 process-group store chosen from torchrun's environment, per-epoch seeds and ``model.resume auto``'s decisions."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -17,6 +16,7 @@ from engine_fixtures import tiny_config
 from tfclip_plugin import cli, distributed, stopping
 from tfclip_plugin.engine import recovery, runner
 from tfclip_plugin.engine.mixins import IterationsUntilStopped
+from tfclip_plugin.files import run_records
 from tfclip_plugin.files.atomic import WriteFailedError
 from tfclip_plugin.files.checkpoint_file import checkpoint_path, save_checkpoint
 from tfclip_plugin.files.results import write_results
@@ -252,12 +252,11 @@ def test_a_run_is_finished_when_its_results_were_written_after_its_last_epoch(tm
     assert recovery.finished_run(save_dir, latest, 2) == (True, False)
 
 
-def test_interrupted_json_is_written_atomically_and_removed(tmp_path):
-    path = recovery.write_interrupted(str(tmp_path), {"signal": "SIGTERM", "exit_code": 143})
-    with open(path) as f:
-        record = json.load(f)
+def test_interrupted_json_is_written_atomically_read_back_and_removed(tmp_path):
+    path = run_records.write_interrupted(str(tmp_path), {"signal": "SIGTERM", "exit_code": 143})
+    record = run_records.load_interrupted(str(tmp_path))
+    assert path == str(tmp_path / "interrupted.json") and os.listdir(tmp_path) == ["interrupted.json"]
     assert record["signal"] == "SIGTERM" and record["exit_code"] == 143 and "time" in record
-    assert os.listdir(tmp_path) == ["interrupted.json"]
-    recovery.remove_interrupted(str(tmp_path))
-    recovery.remove_interrupted(str(tmp_path))
-    assert os.listdir(tmp_path) == []
+    run_records.remove_interrupted(str(tmp_path))
+    run_records.remove_interrupted(str(tmp_path))
+    assert os.listdir(tmp_path) == [] and run_records.load_interrupted(str(tmp_path)) == {}

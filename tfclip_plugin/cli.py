@@ -33,7 +33,7 @@ EXIT_STATUSES = (  # (status, meaning): the table of docs/distributed.md and doc
     ("0", "done"),
     ("1", "failed: a file could not be written, the evaluation after training failed, or another error"),
     ("2", "config error: a config file, option, dataset or model name"),
-    ("128 + N", "stopped by signal N at a safe point (143 SIGTERM, 130 SIGINT); resumable with model.resume auto"),
+    ("128 + N", "stopped by signal N at a safe point (143 SIGTERM, 130 SIGINT); resumable with `model.resume auto`"),
 )
 _SINGLE_VALUE_FLAGS = ("--config-file", "--root", "--model", "--save-dir", "--dataset", "--log-dir", "--table")
 _MULTI_VALUE_FLAGS = ("-s", "--sources", "-t", "--targets", "--transforms")

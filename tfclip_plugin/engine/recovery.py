@@ -9,27 +9,23 @@ for resuming and for testing, and ``interrupted.json``.
 - Every training run writes its config to ``<data.save_dir>/config.yaml`` (:func:`write_run_config`, with
   ``model.resume auto``), so that the printed commands are exact and self-contained:
   ``cd <cwd> && tfclip-reid --config-file <save_dir>/config.yaml model.resume auto`` (:func:`resume_command`).
-- A stopped run leaves ``<data.save_dir>/interrupted.json`` (:func:`write_interrupted`) for batch scripts;
-  the run that finishes removes it.
+  A stopped run also leaves ``<data.save_dir>/interrupted.json`` (both formats: ``files.run_records``).
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from yacs.config import CfgNode as CN
 
 from ..distributed import torchrun_restart_count
-from ..files.atomic import write_text
+from ..files import run_records
 from ..files.checkpoint_file import checkpoint_epoch, checkpoint_path
 from ..files.results import load_results, results_path
+from ..files.run_records import run_config_path
 
 AUTO = "auto"
-RUN_CONFIG = "config.yaml"
-INTERRUPTED = "interrupted.json"
 
 
 class EvaluationFailedError(RuntimeError):
@@ -47,18 +43,13 @@ class EvaluationFailedError(RuntimeError):
             f"  {test_command(save_dir, checkpoint)}")
 
 
-def run_config_path(save_dir: str) -> str:
-    """``<save_dir>/config.yaml``."""
-    return os.path.join(save_dir, RUN_CONFIG)
-
-
 def write_run_config(cfg: CN) -> str:
     """Write ``cfg`` with ``model.resume auto`` to ``<data.save_dir>/config.yaml`` (atomically); returns the path.
     ``tfclip-reid --config-file`` reads it back as this run's config."""
     stored = cfg.clone()
     stored.defrost()
     stored.model.resume = AUTO
-    return write_text(run_config_path(cfg.data.save_dir), stored.dump())
+    return run_records.write_run_config(cfg.data.save_dir, stored.dump())
 
 
 def _launcher(environ: Optional[Dict[str, str]] = None) -> str:
@@ -155,17 +146,3 @@ def latest_checkpoint(save_dir: str) -> Tuple[Optional[str], Optional[int], str]
     except Exception:  # a report must not fail because of what it reports on
         return latest, None, f"the latest checkpoint is {latest}"
     return latest, epoch, f"{latest} holds epoch {epoch}"
-
-
-def write_interrupted(save_dir: str, record: Dict[str, Any]) -> str:
-    """``<save_dir>/interrupted.json``: ``record`` (signal, exit_code, phase, epoch, iteration, checkpoint,
-    checkpoint_epoch, resume_command) and the time, written atomically."""
-    record = dict(record, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return write_text(os.path.join(save_dir, INTERRUPTED), json.dumps(record, indent=2))
-
-
-def remove_interrupted(save_dir: str) -> None:
-    """Remove ``<save_dir>/interrupted.json`` if a stopped run left one."""
-    path = os.path.join(save_dir, INTERRUPTED)
-    if os.path.isfile(path):
-        os.remove(path)

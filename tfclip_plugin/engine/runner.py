@@ -27,12 +27,13 @@ from ..config import engine_run_kwargs, warn_ineffective_keys
 from ..files.atomic import WriteFailedError
 from ..files.checkpoint_file import resume
 from ..files.results import aggregate_splits, load_results, results_path, target_summary, write_results
+from ..files.run_records import remove_interrupted, write_interrupted
 from ..stopping import StopSignals, TrainingStopped, errors_after_a_stop_are_the_stop, requested_signal, signal_name
 from .build import build_engine, build_model, build_optimization, load_weights
 from .preflight import preflight, preflight_splits
 from .recovery import (
-    checkpoint_to_resume, finished_run, latest_checkpoint, remove_interrupted, resume_command, resume_rule,
-    wants_latest_checkpoint, write_interrupted, write_run_config,
+    checkpoint_to_resume, finished_run, latest_checkpoint, resume_command, resume_rule, wants_latest_checkpoint,
+    write_run_config,
 )
 
 NUM_SPLITS = 10
