@@ -163,7 +163,8 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_previou
     assert message[0].startswith(f"tfclip-reid: error: cannot write {latest}: file size limit exceeded; 1.0 MiB "
                                  "written before the failure; about ")
     assert "; the file size limit (ulimit -f) is 1.0 MiB; " in message[0] and " free in " in message[0]
-    assert message[1] == f"Every file written before is intact ({latest} holds epoch 1). Once there is room, resume with:"
+    assert message[1] == f"Every file written before is intact ({latest} holds epoch 1). Once there is room, " \
+                         "resume with:"
     assert message[2] == f"  cd {shlex.quote(os.getcwd())} && tfclip-reid --config-file " \
                          f"{os.path.join(snapshot, 'config.yaml')} model.resume auto"
     assert done.stdout.endswith(f"Resumed from {latest}: continuing at epoch 2\n=> Start training\n")

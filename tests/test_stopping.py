@@ -193,7 +193,8 @@ def test_the_cli_maps_outcomes_to_exit_statuses(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("RANK", "1")
     cfg.data.save_dir = "stopped"
     assert cli.train_or_test(cfg) == 143
-    assert capsys.readouterr().err == "tfclip-reid (rank 1): SIGTERM: training stopped in epoch 2 after iteration 1 of 4\n"
+    assert capsys.readouterr().err == \
+        "tfclip-reid (rank 1): SIGTERM: training stopped in epoch 2 after iteration 1 of 4\n"
 
 
 def test_commands_are_exact_and_launch_like_the_job(tmp_path, monkeypatch):
@@ -204,10 +205,12 @@ def test_commands_are_exact_and_launch_like_the_job(tmp_path, monkeypatch):
     cwd = os.getcwd()
     assert recovery.resume_command(save_dir, {}) == \
         f"cd {cwd} && tfclip-reid --config-file '{config}' model.resume auto"
-    assert recovery.resume_command(save_dir, {"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8"}) == \
-        f"cd {cwd} && torchrun --standalone --nproc-per-node 8 -m tfclip_plugin --config-file '{config}' model.resume auto"
-    assert recovery.resume_command(save_dir, {"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "GROUP_WORLD_SIZE": "2"}) \
-        .startswith(f"cd {cwd} && torchrun --nnodes 2 --nproc-per-node 4 <your rendezvous options, on every machine> -m")
+    assert recovery.resume_command(save_dir, {"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8"}) == (
+        f"cd {cwd} && torchrun --standalone --nproc-per-node 8 -m tfclip_plugin --config-file '{config}' "
+        "model.resume auto")
+    several_machines = {"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "GROUP_WORLD_SIZE": "2"}
+    assert recovery.resume_command(save_dir, several_machines).startswith(
+        f"cd {cwd} && torchrun --nnodes 2 --nproc-per-node 4 <your rendezvous options, on every machine> -m")
     assert recovery.test_command(save_dir, "ckpt.pth.tar") == (
         f"cd {cwd} && tfclip-reid --config-file '{config}' test.evaluate True model.load_weights "
         f"{os.path.join(cwd, 'ckpt.pth.tar')}")

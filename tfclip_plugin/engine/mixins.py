@@ -47,8 +47,8 @@ class ProtocolEvaluationMixin:
     visrank. Subclasses define ``encode_clips``.
 
     A stop request (``stopping``) ends the evaluation before the next batch. When the evaluation of a run that
-    trained fails (an unreadable test frame, a bad split), :class:`~tfclip_plugin.engine.recovery.EvaluationFailedError`
-    names the checkpoint that keeps the training and the command that evaluates it once the data is fixed.
+    trained fails (an unreadable test frame, a bad split), ``recovery.EvaluationFailedError`` names the checkpoint
+    that keeps the training and the command that evaluates it once the data is fixed.
     """
 
     cfg: CN
@@ -110,8 +110,9 @@ class ProtocolEvaluationMixin:
         query, gallery = self.datamanager.fetch_test_loaders(name)
         tracklets = query if split == "query" else gallery
         features = gather_shards(lambda block: dense_tracklet_features(
-            self._encode_unless_stopped, DenseClipDataset([tracklets[i] for i in block], self.datamanager.transform_te,
-                                                seq_len=self.cfg.video.seq_len),
+            self._encode_unless_stopped,
+            DenseClipDataset([tracklets[i] for i in block], self.datamanager.transform_te,
+                             seq_len=self.cfg.video.seq_len),
             self.cfg.test.batch_size, self.cfg.data.workers, self.device, self.test_precision,
             desc=f"{name} {split} (dense)",
         ), len(tracklets))

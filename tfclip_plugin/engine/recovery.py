@@ -118,8 +118,9 @@ def checkpoint_to_resume(cfg: CN) -> Tuple[str, str]:
 
 def finished_run(save_dir: str, checkpoint: str, max_epoch: int) -> Tuple[bool, bool]:
     """(trained, tested) for a run resuming from ``checkpoint``: trained when the checkpoint holds at least
-    ``max_epoch`` epochs; tested when, in addition, ``results.json`` of ``save_dir`` reports that many epochs and
-    was written after the checkpoint (a results file of an earlier run in the same folder does not count)."""
+    ``max_epoch`` epochs; tested when, in addition, ``results.json`` of ``save_dir`` reports a run of ``max_epoch``
+    epochs and was written after the checkpoint (a results file of an earlier run in the same folder, or of a
+    test-only run, does not count)."""
     epochs = checkpoint_epoch(checkpoint)
     if epochs < max_epoch:
         return False, False
@@ -131,7 +132,7 @@ def finished_run(save_dir: str, checkpoint: str, max_epoch: int) -> Tuple[bool, 
     except ValueError:
         return True, False
     newer = os.stat(results_file).st_mtime_ns >= os.stat(checkpoint).st_mtime_ns
-    return True, newer and results.get("epochs") == epochs and bool(results.get("results") or results.get("summary"))
+    return True, newer and results.get("epochs") == max_epoch and bool(results.get("results") or results.get("summary"))
 
 
 # ------------------------------------------------------------------------------------------------ stopping

@@ -82,8 +82,12 @@ def load_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu", m
 
 
 def checkpoint_epoch(path: str) -> int:
-    """The number of epochs a training checkpoint holds (its ``epoch``), read without loading its tensors."""
-    checkpoint = load_checkpoint(path, mmap=True)
+    """The number of epochs a training checkpoint holds (its ``epoch``), read without loading its tensors (files in
+    torch's legacy format, which cannot be memory-mapped, are read whole)."""
+    try:
+        checkpoint = load_checkpoint(path, mmap=True)
+    except RuntimeError:
+        checkpoint = load_checkpoint(path)
     if "epoch" not in checkpoint:
         raise KeyError(f"{path} has no 'epoch' entry: it is a weights file, not a training checkpoint")
     return int(checkpoint["epoch"])
