@@ -1,7 +1,7 @@
 """Recovering runs in one process (the Python API and ``cli.main``): ``model.resume auto`` from nothing, from a
-finished run and from a trained but untested one; a stop in text mode after stage 1 resumed exactly; a stop in
-phase 1 leaves the memory cache empty; a failed evaluation keeps the training and prints the command that
-evaluates it."""
+finished run and from a trained but untested one, also over splits; a stop in text mode after stage 1 resumed
+exactly; a stop in phase 1 leaves the memory cache empty; a failed evaluation keeps the training and prints the
+command that evaluates it."""
 from __future__ import annotations
 
 import glob
@@ -18,7 +18,7 @@ from tfclip_plugin import stopping
 from tfclip_plugin.cli import main
 from tfclip_plugin.data import build_datamanager, generate_synthvid
 from tfclip_plugin.engine import engine as engine_module
-from tfclip_plugin.engine.runner import run_experiment
+from tfclip_plugin.engine.runner import run_all_splits, run_experiment
 from tfclip_plugin.files.checkpoint_file import checkpoint_path, load_checkpoint
 from tfclip_plugin.stopping import TrainingStopped
 
@@ -134,3 +134,17 @@ def test_a_failed_evaluation_keeps_the_training_and_names_the_command_that_tests
     with open(os.path.join(save_dir, "results.json")) as f:
         results = json.load(f)
     assert results["model_selection"] == f"test only ({latest})" and results["results"]["synthvid"]["num_query"] > 0
+
+
+def test_auto_over_all_splits_skips_the_finished_splits(data_root, tmp_path, capsys):
+    cfg = tiny_config(data_root, str(tmp_path), "tfclip.all_splits", "True", *ONE_EPOCH)
+    first = run_all_splits(cfg, num_splits=2)
+    assert sorted(os.listdir(tmp_path)) == ["config.yaml", "results.json", "split0", "split1"]
+    assert all("config.yaml" in os.listdir(tmp_path / f"split{i}") for i in range(2))
+    capsys.readouterr()
+    os.remove(tmp_path / "split1" / "results.json")  # split 1 trained, not tested
+    again = run_all_splits(cfg, num_splits=2)
+    out = capsys.readouterr().out
+    assert f"model.resume auto: the run in {tmp_path / 'split0'} is finished" in out
+    assert "(all 1 epochs are trained but not tested: testing only)" in out and "epoch: [" not in out
+    assert again["summary"] == first["summary"]
