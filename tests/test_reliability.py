@@ -135,6 +135,11 @@ def test_sigterm_stops_at_the_next_iteration_and_the_printed_command_resumes_exa
     assert (record["signal"], record["exit_code"], record["epoch"], record["iteration"], record["checkpoint_epoch"]) \
         == ("SIGTERM", 143, 2, 1, 1)
     assert record["resume_command"] == lines[-1][len("=> To resume: "):]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(save_dir)
+    events.Reload()
+    assert [e.step for e in events.Scalars("Train/loss")] == [0, 1, 2]  # the curves up to the stop were flushed
 
     resumed = subprocess.run(_printed_command(record["resume_command"]), env=_env(), capture_output=True, text=True,
                              timeout=600)
