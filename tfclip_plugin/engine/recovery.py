@@ -1,5 +1,5 @@
-"""How a stopped or failed run continues: ``model.resume auto``, the run's ``config.yaml``, the commands printed
-for resuming and for testing, and ``interrupted.json``.
+"""How a stopped or failed run continues: ``model.resume auto``, the run's ``config.yaml`` and the commands printed
+for resuming and for testing.
 
 - ``model.resume auto`` (and any training run that torchrun restarted in place) resumes from
   ``<data.save_dir>/model/checkpoint-latest.pth.tar`` when it exists and starts fresh when it does not, so the
