@@ -128,3 +128,12 @@ def test_nothing_cites_files_outside_the_repository():
     citing = [f"{path.relative_to(ROOT)}: {name}" for path in files if path.resolve() != this_file
               for name in outside if name in path.read_text(encoding="utf-8")]
     assert not citing
+
+
+@pytest.mark.parametrize("page", ["distributed.md", "troubleshooting.md"])
+def test_exit_status_tables_are_the_clis(page):
+    from tfclip_plugin.cli import EXIT_STATUSES
+
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if re.match(r"\| (\d|128)", line)]
+    assert rows == [f"| {status} | {meaning} |" for status, meaning in EXIT_STATUSES]

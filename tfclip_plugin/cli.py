@@ -8,6 +8,10 @@
     tfclip-reid download-weights NAME [--cache-dir DIR]   OpenAI CLIP archives (ViT-B-16, RN50), verified
     tfclip-reid paper list | run TABLE ROW --root DIR | compare [LOG_DIR]   the supplement's Tables 1-7
     tfclip-reid check-data -s NAME --root DIR           decode every frame of a dataset, list unreadable ones
+
+Exit statuses of a train/test run (:data:`EXIT_STATUSES`; docs/troubleshooting.md): 0 done; 1 failed (a file
+that could not be written, an evaluation that failed after training, any other error); 2 a config error;
+128 + N stopped by signal N at a safe point (143 SIGTERM, 130 SIGINT), resumable with ``model.resume auto``.
 """
 from __future__ import annotations
 
@@ -24,6 +28,13 @@ from .config import RENAMED_KEYS, get_default_config, legacy_value, load_config_
 from .configs import recipe_names, recipe_path
 
 SUBCOMMANDS = ("demo", "complexity", "report", "download-weights", "paper", "check-data")
+EXIT_DONE, EXIT_FAILED, EXIT_CONFIG_ERROR = 0, 1, 2
+EXIT_STATUSES = (  # (status, meaning): the table of docs/distributed.md and docs/troubleshooting.md
+    ("0", "done"),
+    ("1", "failed: a file could not be written, the evaluation after training failed, or another error"),
+    ("2", "config error: a config file, option, dataset or model name"),
+    ("128 + N", "stopped by signal N at a safe point (143 SIGTERM, 130 SIGINT); resumable with `model.resume auto`"),
+)
 _SINGLE_VALUE_FLAGS = ("--config-file", "--root", "--model", "--save-dir", "--dataset", "--log-dir", "--table")
 _MULTI_VALUE_FLAGS = ("-s", "--sources", "-t", "--targets", "--transforms")
 
@@ -300,13 +311,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         cfg = config_from_args(argv)
         check_names(cfg)
-        from .engine.runner import run_experiment
-
-        run_experiment(cfg)
-        return 0
+        return train_or_test(cfg)
     except ConfigError as exc:
         print(f"tfclip-reid: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG_ERROR
+
+
+def train_or_test(cfg: CN) -> int:
+    """``run_experiment(cfg)`` and its exit status: a stopped run 128 + the signal (ranks other than 0 say where
+    they stopped on stderr; rank 0 has printed the resume command), a failed write or evaluation 1 with its
+    message (which says what is kept and the command that continues)."""
+    from .engine.recovery import EvaluationFailedError
+    from .engine.runner import run_experiment
+    from .files.atomic import WriteFailedError
+    from .stopping import TrainingStopped
+
+    try:
+        run_experiment(cfg)
+    except TrainingStopped as stopped:
+        rank = os.environ.get("RANK", "0")
+        if rank != "0":
+            print(f"tfclip-reid (rank {rank}): {stopped}", file=sys.stderr)
+        return stopped.exit_code
+    except (WriteFailedError, EvaluationFailedError) as exc:
+        print(f"tfclip-reid: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_DONE
 
 
 def _paper(argv: Sequence[str]) -> int:

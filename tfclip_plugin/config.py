@@ -65,7 +65,9 @@ KEYS: Tuple[Key, ...] = (
         "engine.build"),
     Key("model.load_weights", "", "weights to evaluate or fine-tune (ours, official TF-CLIP, torchreid files)",
         "engine.runner"),
-    Key("model.resume", "", "training checkpoint to resume from (model/checkpoint-latest.pth.tar)", "engine.runner"),
+    Key("model.resume", "", "training checkpoint to resume from (model/checkpoint-latest.pth.tar); 'auto': "
+        "data.save_dir's latest checkpoint when there is one, else start fresh (docs/distributed.md)",
+        "engine.runner, engine.recovery"),
     # data
     Key("data.type", "video", "'video' (tracklet datasets, torchreid's VideoDataManager) or 'image' (image "
         "datasets such as market1501 and msmt17, torchreid's ImageDataManager; docs/image-reid.md)",
@@ -253,6 +255,8 @@ KEYS: Tuple[Key, ...] = (
     # tfclip: multi-process training
     Key("tfclip.sync_bn", False, "BNNecks as SyncBatchNorm under torchrun (GPUs only)", "engine.engine",
         "tfclip"),
+    Key("tfclip.dist_timeout", 30.0, "under torchrun: minutes a process waits for the others (group set-up, "
+        "every collective) before it fails; bounds a hang when a process is stuck", "engine.runner"),
 )
 
 LEGACY_VALUES: Dict[str, Callable[[Any], Any]] = {  # key: converter of the values older configs wrote

@@ -1,14 +1,21 @@
-"""torch.distributed primitives for ``torchrun``: process-group setup from its environment, the identity sampler
-that splits every P x K batch across ranks, SyncBatchNorm BNNecks, work sharded over ranks and gathered in
-order (CLIP-Memory, test features), and rank-0-only writing. Engines prepare themselves for a process group
-with these (``engine.mixins.DistributedMixin``); the cross-rank triplet loss is in ``engine.losses``."""
+"""torch.distributed primitives for ``torchrun``: process-group setup from its environment (surviving torchrun's
+in-place restarts), the identity sampler that splits every P x K batch across ranks, per-epoch seeds, SyncBatchNorm
+BNNecks, work sharded over ranks and gathered in order (CLIP-Memory, test features), a value agreed by all ranks
+(stop requests) and rank-0-only writing. Engines prepare themselves for a process group with these
+(``engine.mixins.DistributedMixin``); the cross-rank triplet loss is in ``engine.losses``.
+
+No function here calls a collective while an exception unwinds (no collective in an ``except`` or ``finally``):
+a rank whose peer died or stopped must fail or stop, never wait for it.
+"""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import random
+import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, List, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -18,10 +25,13 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from . import host
 from .files.checkpoint_file import save_checkpoint
+from .stopping import ignore_stop_signals_in_worker
 
 T = TypeVar("T")
 Rows = Union[torch.Tensor, Tuple[Union[torch.Tensor, np.ndarray], ...]]
 TRAIN_SAMPLERS = ("RandomIdentitySampler", "RandomSampler")
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # torch's default for gloo and nccl
+ATTEMPT_PREFIX = "tfclip_plugin/attempt"
 
 
 def is_distributed() -> bool:
@@ -49,9 +59,44 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def init_from_environment(use_gpu: bool = True) -> bool:
+def attempt_store_prefix(environ: Mapping[str, str]) -> Optional[str]:
+    """The key prefix of this torchrun attempt's process group, or None where torch's ``env://`` set-up is safe.
+
+    torchrun's agent keeps one TCPStore for the whole job (static rendezvous always; c10d unless
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``), announced to the workers as ``TORCHELASTIC_USE_AGENT_STORE=True``.
+    After an in-place restart (``--max-restarts``) the keys that the previous attempt's gloo/nccl set-up wrote
+    are still in it, and a restarted rank can read the address of a dead peer (torch 2.14: 'Gloo connectFullMesh
+    failed ... Connection refused', or a hang). Keys under a prefix per attempt (``TORCHELASTIC_RESTART_COUNT``)
+    cannot be stale.
+    """
+    if environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    return f"{ATTEMPT_PREFIX}{int(environ.get('TORCHELASTIC_RESTART_COUNT', '0'))}"
+
+
+def multi_node_restart_warning(environ: Mapping[str, str]) -> Optional[str]:
+    """The warning for in-place restarts over several machines that share the agent's store, else None.
+
+    With c10d rendezvous the machines' restart counts can differ after a restart (pytorch/pytorch#135712), so the
+    per-attempt prefixes would not match; ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` gives every attempt a fresh
+    store instead. Static rendezvous keeps the counts equal (the warning cannot tell the two apart).
+    """
+    if (int(environ.get("GROUP_WORLD_SIZE", "1")) > 1 and int(environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+            and attempt_store_prefix(environ) is not None):
+        return ("torchrun --max-restarts over several machines: with --rdzv-backend c10d export "
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun on every machine, otherwise a restart can wait "
+                "for tfclip.dist_timeout and fail (static rendezvous with --node-rank needs nothing); "
+                "docs/distributed.md")
+    return None
+
+
+def init_from_environment(use_gpu: bool = True, timeout: datetime.timedelta = DEFAULT_TIMEOUT) -> bool:
     """Join the process group torchrun describes (``WORLD_SIZE`` > 1): nccl when ``use_gpu`` and CUDA is
     available (the CUDA device is set to ``LOCAL_RANK``), gloo otherwise.
+
+    Under torchrun's shared store the group is set up on this attempt's keys (:func:`attempt_store_prefix`), so
+    that ``torchrun --max-restarts N`` restarts re-form it. ``timeout`` bounds the set-up and every collective:
+    a rank whose peer is alive but stuck fails after it instead of waiting forever.
 
     Returns True when a group is initialised (by this call or before it).
     """
@@ -60,8 +105,23 @@ def init_from_environment(use_gpu: bool = True) -> bool:
     backend = "nccl" if use_gpu and torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend=backend)
+    warning = multi_node_restart_warning(os.environ)
+    if warning and os.environ.get("RANK") == "0":
+        warnings.warn(warning, stacklevel=2)
+    prefix = attempt_store_prefix(os.environ)
+    if prefix is None:
+        dist.init_process_group(backend=backend, timeout=timeout)
+        return True
+    agent_store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                                timeout=timeout)
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(prefix, agent_store),
+                            rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
     return True
+
+
+def torchrun_restart_count() -> int:
+    """How often torchrun has restarted this job's workers (``TORCHELASTIC_RESTART_COUNT``; 0 outside torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
 def local_rank() -> int:
@@ -70,9 +130,10 @@ def local_rank() -> int:
 
 
 @contextmanager
-def process_group(use_gpu: bool = True) -> Iterator[bool]:
-    """:func:`init_from_environment` for the block; a group initialised here is destroyed afterwards."""
-    created = not is_distributed() and init_from_environment(use_gpu)
+def process_group(use_gpu: bool = True, timeout: datetime.timedelta = DEFAULT_TIMEOUT) -> Iterator[bool]:
+    """:func:`init_from_environment` for the block; a group initialised here is destroyed afterwards (a local
+    call, also when the block failed)."""
+    created = not is_distributed() and init_from_environment(use_gpu, timeout)
     try:
         yield is_distributed()
     finally:
@@ -124,6 +185,16 @@ def main_process_value(compute: Callable[[], T]) -> T:
     box = [compute() if is_main_process() else None]
     dist.broadcast_object_list(box, src=0, device=_collective_device())
     return box[0]
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest of every rank's ``value`` (one all-reduce of one integer; ``value`` itself outside a process
+    group). The training loop agrees on stop requests with it."""
+    if not is_distributed():
+        return int(value)
+    staged = torch.tensor([int(value)], dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(staged, op=dist.ReduceOp.MAX)
+    return int(staged.item())
 
 
 def save_on_main_process(state: dict, path: str) -> str:
@@ -266,7 +337,8 @@ def shard_loader(loader: DataLoader, indices: range) -> DataLoader:
     if indices == range(len(loader.dataset)):
         return loader
     return DataLoader(Subset(loader.dataset, list(indices)), batch_size=loader.batch_size, shuffle=False,
-                      num_workers=loader.num_workers, pin_memory=loader.pin_memory)
+                      num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                      worker_init_fn=ignore_stop_signals_in_worker)
 
 
 def distributed_train_loader(loader: DataLoader, train_sampler: str, batch_size: int, num_instances: int,
@@ -290,16 +362,28 @@ def distributed_train_loader(loader: DataLoader, train_sampler: str, batch_size:
         raise ValueError(f"sampler.train_sampler must be one of {', '.join(TRAIN_SAMPLERS)} under torchrun; "
                          f"got {train_sampler!r}")
     return DataLoader(dataset, sampler=sampler, batch_size=batch_size // world, num_workers=loader.num_workers,
-                      pin_memory=loader.pin_memory, drop_last=True)
+                      pin_memory=loader.pin_memory, drop_last=True, worker_init_fn=ignore_stop_signals_in_worker)
+
+
+def epoch_seed(seed: int, epoch: int, rank_id: int, num_replicas: int) -> int:
+    """The seed of a rank's random streams in ``epoch`` (0-based) under a process group:
+    ``seed + rank + world x epoch`` (distinct for every rank and epoch)."""
+    return seed + rank_id + num_replicas * epoch
 
 
 @contextmanager
-def training_epoch(loader: DataLoader, model: nn.Module, epoch: int) -> Iterator[None]:
-    """Around one training epoch: select the sampler's plan of ``epoch``; afterwards give every rank rank 0's
-    buffers (BN running statistics move on with each rank's last batch), so that all ranks test one model."""
+def training_epoch(loader: DataLoader, model: nn.Module, epoch: int, seed: Optional[int] = None) -> Iterator[None]:
+    """Around one training epoch: select the sampler's plan of ``epoch``; in a process group reseed this rank's
+    python, numpy and torch generators with :func:`epoch_seed` (when ``seed`` is given), so that an epoch's
+    augmentation and dropout draws do not depend on where the run started: a run resumed at any epoch, on any
+    rank, draws what the uninterrupted run draws. Afterwards every rank gets rank 0's buffers (BN running
+    statistics move on with each rank's last batch), so that all ranks test one model; after an exception
+    nothing is sent."""
     set_epoch = getattr(loader.sampler, "set_epoch", None)
     if set_epoch is not None:
         set_epoch(epoch)
+    if seed is not None and is_distributed():
+        host.set_random_seed(epoch_seed(seed, epoch, rank(), world_size()))
     yield
     broadcast_tensors(model.buffers())
 

@@ -14,6 +14,7 @@ from yacs.config import CfgNode as CN
 
 from .. import host
 from ..config import activated_config, imagedata_kwargs
+from ..stopping import ignore_stop_signals_in_worker
 from .frames import open_frame
 from .image_transforms import ImageTransform, build_image_transforms
 
@@ -53,7 +54,8 @@ def _checked_loader(loader: DataLoader, transform: ImageTransform) -> DataLoader
     checked = CheckedImageDataset(dataset.train, dataset.query, dataset.gallery, transform=transform,
                                   mode=dataset.mode, verbose=False)
     return DataLoader(checked, sampler=loader.sampler, batch_size=loader.batch_size, num_workers=loader.num_workers,
-                      pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+                      pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+                      worker_init_fn=ignore_stop_signals_in_worker)
 
 
 def install_image_transforms(datamanager, train: ImageTransform, test: ImageTransform) -> None:

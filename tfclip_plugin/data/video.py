@@ -18,6 +18,7 @@ from yacs.config import CfgNode as CN
 
 from .. import host
 from ..config import activated_config, videodata_kwargs
+from ..stopping import ignore_stop_signals_in_worker
 from .frames import FrameReader, set_default_skip_bad_frames
 from .sampling import TORCHREID_METHODS, dense_chunks, rrs_test_indices, rrs_train_indices, torchreid_indices
 from .transforms import SequenceTransform, build_sequence_transforms
@@ -122,13 +123,15 @@ def _tracklet_loader(loader: DataLoader, transform: SequenceTransform) -> DataLo
     dataset = loader.dataset
     if isinstance(dataset, TrackletSamplingMixin):
         dataset.transform = transform
+        loader.worker_init_fn = ignore_stop_signals_in_worker
         return loader
     rebuilt = TrackletVideoDataset(
         dataset.train, dataset.query, dataset.gallery, transform=transform, mode=dataset.mode,
         seq_len=dataset.seq_len, sample_method=dataset.sample_method, verbose=False,
     )
     return DataLoader(rebuilt, sampler=loader.sampler, batch_size=loader.batch_size, num_workers=loader.num_workers,
-                      pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+                      pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+                      worker_init_fn=ignore_stop_signals_in_worker)
 
 
 def install_sequence_transforms(datamanager, train: SequenceTransform, test: SequenceTransform) -> None:

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import host
 from ..distributed import (
     backend, broadcast_tensors, convert_bnnecks_to_sync_bn, distributed_train_loader, is_main_process,
-    load_on_main_process, main_process_value, rank, save_on_main_process, world_size,
+    load_on_main_process, main_process_value, save_on_main_process, world_size,
 )
 from ..files.checkpoint_file import checkpoint_path, load_checkpoint, state_dict_of
 from .features import autocast
@@ -75,10 +75,10 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
 
     def prepare_distributed_training(self, start_epoch: int) -> None:
         """Training in a process group: the train loader from ``distributed.distributed_train_loader``, the
-        BNNecks as SyncBatchNorm with ``tfclip.sync_bn``, ``training_model`` = DistributedDataParallel(model),
-        triplet mining over the global batch (:class:`CrossRankTripletLoss`), and augmentation streams seeded per
-        rank (ranks other than 0 from ``train.seed + rank + world x start_epoch``; rank 0 keeps its own,
-        restored on resume)."""
+        BNNecks as SyncBatchNorm with ``tfclip.sync_bn``, ``training_model`` = DistributedDataParallel(model)
+        and triplet mining over the global batch (:class:`CrossRankTripletLoss`). The random streams of every rank
+        are reseeded at the start of every epoch (``distributed.training_epoch``: ``train.seed + rank + world x
+        epoch``), so a resumed or restarted run draws what the uninterrupted run draws."""
         cfg = self.cfg
         device = next(self.model.parameters()).device
         if cfg.tfclip.sync_bn:
@@ -92,8 +92,6 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         self.training_model = DistributedDataParallel(
             self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.criterion.triplet = CrossRankTripletLoss(self.criterion.triplet)
-        if not is_main_process():
-            host.set_random_seed(cfg.train.seed + rank() + world_size() * start_epoch)
         print(f"DistributedDataParallel over {world_size()} processes ({backend()}): "
               f"{cfg.train.batch_size // world_size()} of each batch of {cfg.train.batch_size} tracklets per process")
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..distributed import is_main_process
+from ..stopping import ignore_stop_signals_in_worker
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -46,7 +47,7 @@ def dense_tracklet_features(
     """
     device = torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", worker_init_fn=ignore_stop_signals_in_worker)
     sums = None
     counts = torch.zeros(dataset.num_tracklets)
     for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, disable=not is_main_process()):

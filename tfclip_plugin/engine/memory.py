@@ -25,6 +25,7 @@ from torch import nn
 
 from ..files.checkpoint_file import load_checkpoint, save_checkpoint
 from ..distributed import gather_shards
+from ..stopping import raise_if_stop_requested
 from .features import dense_tracklet_features
 
 
@@ -71,16 +72,18 @@ def training_features(
     tracklets (images).
 
     The model runs in eval mode (restored afterwards) under ``no_grad``; in a process group every rank
-    encodes its block of the tracklets (``distributed.gather_shards``) and every rank gets all rows.
+    encodes its block of the tracklets (``distributed.gather_shards``) and every rank gets all rows. A stop
+    request (``stopping``) ends it before the next batch.
     """
     from ..data.video import DenseClipDataset
 
+    def encode(clips: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+        raise_if_stop_requested("phase 1")
+        return model.encode_for_memory(clips)
+
     def block_features(block: range) -> torch.Tensor:
         dataset = DenseClipDataset([tracklets[i] for i in block], transform, seq_len=seq_len)
-        return dense_tracklet_features(
-            lambda clips, camids: model.encode_for_memory(clips), dataset, batch_size, workers, device, precision,
-            desc=desc,
-        )
+        return dense_tracklet_features(encode, dataset, batch_size, workers, device, precision, desc=desc)
 
     was_training = model.training
     model.eval()
@@ -146,6 +149,7 @@ def load_cached_memory(cache_dir: str, key: str, kind: str = "clip-memory") -> O
 
 def store_cached_memory(cache_dir: str, key: str, memory: torch.Tensor, settings: Dict[str, Any],
                         kind: str = "clip-memory") -> str:
-    """Write ``memory`` (a tensor of ``kind``) under ``key`` atomically; returns the path."""
+    """Write ``memory`` (a tensor of ``kind``) under ``key`` atomically; returns the path. Called with the complete
+    tensor only, so a stopped or failed phase 1 leaves no entry, never a partial one."""
     return save_checkpoint({"memory": memory.cpu(), "settings": json.dumps(settings, sort_keys=True)},
                            cached_memory_path(cache_dir, key, kind))

@@ -1,5 +1,5 @@
-"""What every engine of the plugin adds to torchreid's: the protocol evaluation, atomic checkpoints and the
-preparation for a process group.
+"""What every engine of the plugin adds to torchreid's: the protocol evaluation, atomic checkpoints, stop
+requests honoured at iteration boundaries and the preparation for a process group.
 
 The mixins go in front of a torchreid engine class (``class E(CheckpointMixin, ProtocolEvaluationMixin,
 DistributedMixin, host.Engine)``) so that TF-CLIP and torchreid baselines are tested with the same sampling and
@@ -18,13 +18,16 @@ from yacs.config import CfgNode as CN
 
 from .. import host
 from ..distributed import (
-    NullSummaryWriter, gather_shards, is_distributed, is_main_process, save_on_main_process, shard_loader,
-    training_epoch,
+    NullSummaryWriter, gather_shards, is_distributed, is_main_process, max_over_ranks, save_on_main_process,
+    shard_loader, training_epoch,
 )
 from ..evaluation import QUERY_IN_GALLERY, evaluate_distmat, protocol_gallery, resolve_protocol
+from ..files.atomic import WriteFailedError
 from ..files.checkpoint_file import checkpoint_path, rng_state
 from ..files.test_outputs import save_test_outputs, target_outputs_path
+from ..stopping import TrainingStopped, raise_if_stop_requested, requested_signal
 from .features import PRECISIONS, dense_tracklet_features, loader_features
+from .recovery import EvaluationFailedError
 
 TEST_SAMPLINGS = ("dense", "rrs")
 
@@ -42,6 +45,10 @@ class ProtocolEvaluationMixin:
     by default the standard image protocol ('torchreid'). Under torchrun every rank encodes a block
     of the tracklets and the features are gathered in dataset order; rank 0 alone writes test outputs and
     visrank. Subclasses define ``encode_clips``.
+
+    A stop request (``stopping``) ends the evaluation before the next batch. When the evaluation of a run that
+    trained fails (an unreadable test frame, a bad split), ``recovery.EvaluationFailedError`` names the checkpoint
+    that keeps the training and the command that evaluates it once the data is fixed.
     """
 
     cfg: CN
@@ -86,12 +93,16 @@ class ProtocolEvaluationMixin:
         """Clip features (B, D) of clips (B, T, 3, H, W); torchreid's ``extract_features`` by default."""
         return self.extract_features(clips)
 
+    def _encode_unless_stopped(self, clips: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+        raise_if_stop_requested("evaluation", epoch=None if self.cfg.test.evaluate else int(self.epoch) + 1)
+        return self.encode_clips(clips, camids)
+
     def tracklet_features(self, name: str, split: str, loader) -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """(features (N, D), pids (N,), camids (N,)) of the query or gallery tracklets (images) of target
         ``name``."""
         if self.test_sampling in ("rrs", "image"):
             return gather_shards(lambda block: loader_features(
-                self.encode_clips, shard_loader(loader, block), self.device, self.test_precision,
+                self._encode_unless_stopped, shard_loader(loader, block), self.device, self.test_precision,
                 desc=f"{name} {split}",
             ), len(loader.dataset))
         from ..data.video import DenseClipDataset
@@ -99,12 +110,27 @@ class ProtocolEvaluationMixin:
         query, gallery = self.datamanager.fetch_test_loaders(name)
         tracklets = query if split == "query" else gallery
         features = gather_shards(lambda block: dense_tracklet_features(
-            self.encode_clips, DenseClipDataset([tracklets[i] for i in block], self.datamanager.transform_te,
-                                                seq_len=self.cfg.video.seq_len),
+            self._encode_unless_stopped,
+            DenseClipDataset([tracklets[i] for i in block], self.datamanager.transform_te,
+                             seq_len=self.cfg.video.seq_len),
             self.cfg.test.batch_size, self.cfg.data.workers, self.device, self.test_precision,
             desc=f"{name} {split} (dense)",
         ), len(tracklets))
         return features, np.array([t[1] for t in tracklets]), np.array([t[2] for t in tracklets])
+
+    def test(self, *args, **kwargs):
+        """torchreid's ``Engine.test``; a failure after training is an :class:`EvaluationFailedError` naming the
+        trained checkpoint (``last_checkpoint``) and the command that evaluates it."""
+        try:
+            return super().test(*args, **kwargs)
+        except (WriteFailedError, TrainingStopped):
+            raise
+        except Exception as exc:
+            checkpoint = getattr(self, "last_checkpoint", None)
+            if checkpoint is None or self.cfg.test.evaluate or requested_signal():
+                raise
+            raise EvaluationFailedError(exc, checkpoint, int(getattr(self, "epoch", 0)) + 1,
+                                        self.cfg.data.save_dir) from exc
 
     @torch.no_grad()
     def _evaluate(
@@ -171,11 +197,35 @@ class ProtocolEvaluationMixin:
                 print(f"Rank-{r:<3}: {result['cmc'][r - 1]:.1%}")
 
 
+class IterationsUntilStopped:
+    """A train loader as torchreid's ``Engine.train`` iterates it, asking before every batch (after the previous
+    iteration's optimizer step) whether a stop signal was received. Under torchrun every rank gets the same
+    answer (``distributed.max_over_ranks``, one all-reduce per iteration), so all ranks raise
+    :class:`~tfclip_plugin.stopping.TrainingStopped` at the same iteration; a signal during the last iteration
+    lets the epoch finish and its checkpoint be written first."""
+
+    def __init__(self, loader, epoch: int) -> None:
+        self.loader, self.epoch = loader, epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for iteration, batch in enumerate(self.loader):
+            signum = max_over_ranks(requested_signal())
+            if signum:
+                raise TrainingStopped(signum, "training", epoch=self.epoch + 1, iteration=iteration,
+                                      iterations=len(self.loader))
+            yield batch
+
+
 class CheckpointMixin:
     """Replaces torchreid's ``Engine.save_model``: atomic files, rank1 as float, config and RNG states
     inside; a ``model/checkpoint-latest.pth.tar`` after every epoch (resume, NaN reports); with
     ``tfclip.select_on_test`` the best R1+mAP checkpoint is kept as ``model-best.pth.tar``.
-    ``train_seconds`` sums the wall time of the training epochs. Under torchrun rank 0 alone writes."""
+    ``train_seconds`` sums the wall time of the training epochs. Under torchrun rank 0 alone writes.
+    Training iterates :class:`IterationsUntilStopped`: a stop request ends the epoch between two iterations,
+    leaving the previous epoch's checkpoint as the latest."""
 
     cfg: CN
     last_checkpoint: Optional[str] = None
@@ -217,8 +267,13 @@ class CheckpointMixin:
 
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> None:
         started = time.time()
-        with training_epoch(self.train_loader, self.model, self.epoch):
-            super().train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
+        loader = self.train_loader
+        self.train_loader = IterationsUntilStopped(loader, self.epoch)
+        try:
+            with training_epoch(loader, self.model, self.epoch, self.cfg.train.seed):
+                super().train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
+        finally:
+            self.train_loader = loader
         self.train_seconds += time.time() - started
         save_dir = self.writer.get_logdir() if self.writer is not None else self.cfg.data.save_dir
         rank1 = float(self.last_result["cmc"][0]) if self.last_result else 0.0

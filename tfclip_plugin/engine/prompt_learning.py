@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..distributed import is_main_process
+from ..stopping import raise_if_stop_requested
 from .features import autocast
 from .losses import image_text_contrastive_loss
 from .optim import backward_and_step
@@ -70,6 +71,7 @@ def learn_prompts(model: nn.Module, features: torch.Tensor, labels: torch.Tensor
     encoder and everything else keep their values bit for bit. Batches come from a generator seeded with
     ``seed``, so every process of a group that runs this with the same inputs draws the same batches.
     ``precision``: autocast of the text forward ('fp16' adds a GradScaler, as CLIP-ReID's AMP).
+    A stop request (``stopping``) ends it before the next epoch.
     """
     if features.shape[0] != labels.shape[0] or features.shape[0] == 0:
         raise ValueError(f"stage 1 needs one label per feature and at least one feature; got {features.shape[0]} "
@@ -86,6 +88,7 @@ def learn_prompts(model: nn.Module, features: torch.Tensor, labels: torch.Tensor
         epochs = tqdm(range(1, schedule.epochs + 1), desc="Stage 1 (prompt learning)", unit="epoch",
                       dynamic_ncols=True, disable=not is_main_process())
         for epoch in epochs:
+            raise_if_stop_requested("stage 1")
             for group in optimizer.param_groups:
                 group["lr"] = stage1_lr(epoch, schedule)
             losses = []

@@ -44,9 +44,21 @@ def _size(value: int) -> str:
     return str(value)
 
 
+def file_size_limit() -> Optional[int]:
+    """The largest file this process may write (``ulimit -f``, RLIMIT_FSIZE) in bytes; None when unlimited or
+    unknown."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY or limit < 0 else int(limit)
+
+
 def describe_write_failure(path: str, error: OSError, written: Optional[int] = None,
                            size_hint: Optional[int] = None) -> str:
-    """One line naming ``path``, the cause, the bytes written so far, the size needed and the free space."""
+    """One line naming ``path``, the cause, the bytes written so far, the size needed, the file size limit (for
+    EFBIG) and the free space."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
     cause = DISK_ERRORS.get(error.errno, error.strerror or str(error))
     parts = [f"cannot write {path}: {cause}"]
@@ -54,6 +66,9 @@ def describe_write_failure(path: str, error: OSError, written: Optional[int] = N
         parts.append(f"{_size(written)} written before the failure")
     if size_hint:
         parts.append(f"about {_size(size_hint)} needed")
+    limit = file_size_limit() if error.errno == errno.EFBIG else None
+    if limit is not None:
+        parts.append(f"the file size limit (ulimit -f) is {_size(limit)}")
     try:
         parts.append(f"{_size(shutil.disk_usage(folder).free)} free in {folder}")
     except OSError:

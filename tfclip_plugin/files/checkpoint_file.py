@@ -63,8 +63,8 @@ def numpy_scalar_globals() -> list:
     return names
 
 
-def load_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
-    """Read a checkpoint with ``torch.load(..., weights_only=True)``.
+def load_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu", mmap: bool = False) -> Dict[str, Any]:
+    """Read a checkpoint with ``torch.load(..., weights_only=True)`` (``mmap``: tensors stay on disk until used).
 
     Files written by torchreid's ``Engine.save_model`` (rank1 as a numpy scalar) load too: the numpy
     scalar type is allowed explicitly, nothing else is.
@@ -76,9 +76,21 @@ def load_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu") -
     extra = [g for g in numpy_scalar_globals() if g not in torch.serialization.get_safe_globals()] if allow else []
     try:
         with allow(extra) if allow else contextlib.nullcontext():
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:
         raise RuntimeError(f"cannot read checkpoint {path} with weights_only=True: {exc}") from exc
+
+
+def checkpoint_epoch(path: str) -> int:
+    """The number of epochs a training checkpoint holds (its ``epoch``), read without loading its tensors (files in
+    torch's legacy format, which cannot be memory-mapped, are read whole)."""
+    try:
+        checkpoint = load_checkpoint(path, mmap=True)
+    except RuntimeError:
+        checkpoint = load_checkpoint(path)
+    if "epoch" not in checkpoint:
+        raise KeyError(f"{path} has no 'epoch' entry: it is a weights file, not a training checkpoint")
+    return int(checkpoint["epoch"])
 
 
 def state_dict_of(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
