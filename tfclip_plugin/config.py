@@ -137,7 +137,9 @@ def get_default_config() -> CN:
     cfg.tfclip.warmup_epochs = 10
     cfg.tfclip.warmup_factor = 0.1
     cfg.tfclip.precision = "fp32"  # 'fp32' | 'bf16' | 'fp16' (autocast; GradScaler only for fp16)
-    cfg.tfclip.test_precision = ""  # phase 1 and evaluation (autocast): '' = tfclip.precision; 'fp32' | 'bf16' | 'fp16'
+    cfg.tfclip.test_precision = ""  # phase 1 and evaluation (autocast; bf16 also with a bf16 copy of the weights):
+    # '' = tfclip.precision; 'fp32' | 'bf16' | 'fp16'
+    cfg.tfclip.compile = ""  # torch.compile mode of the training forward: '' off | 'default' | 'reduce-overhead' | ...
     # data
     cfg.tfclip.erase_at_size_position = False  # reproduce the reference's paste-position quirk (section 5.7)
     cfg.tfclip.lsvid_subtracklet = 48  # LS-VID training pieces of this many frames; 0 = whole tracklets

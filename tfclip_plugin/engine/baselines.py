@@ -1,8 +1,9 @@
 """torchreid's video engines evaluated with the plugin's test sampling and protocol.
 
 Training is torchreid's own (frames of a clip flattened into a batch of images, ``loss.name`` softmax or
-softmax + triplet); a clip's test feature is torchreid's ``extract_features`` (frame features pooled by
-``video.pooling_method``), averaged over dense chunks per tracklet like TF-CLIP's.
+softmax + triplet) on the plugin's loaders, whose uint8 clips are normalised on the device first (the same
+``BatchNormaliser`` as TF-CLIP's); a clip's test feature is torchreid's ``extract_features`` (frame features
+pooled by ``video.pooling_method``), averaged over dense chunks per tracklet like TF-CLIP's.
 """
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from .. import host
 from .mixins import CheckpointMixin, ProtocolEvaluationMixin
 
 
-class VideoSoftmaxBaselineEngine(CheckpointMixin, ProtocolEvaluationMixin, host.VideoSoftmaxEngine):
+class NormalisedTrainingInputMixin:
+    """In front of a torchreid video engine: the batch's clips become normalised float32 on the device
+    (``ProtocolEvaluationMixin.training_input``) before torchreid flattens them into frames."""
+
+    def parse_data_for_train(self, data):
+        return super().parse_data_for_train(dict(data, img=self.training_input(data["img"])))
+
+
+class VideoSoftmaxBaselineEngine(NormalisedTrainingInputMixin, CheckpointMixin, ProtocolEvaluationMixin,
+                                 host.VideoSoftmaxEngine):
     """torchreid's ``VideoSoftmaxEngine`` (label-smoothed CE) under the plugin's protocol."""
 
     def __init__(self, datamanager, model, optimizer, scheduler, cfg: CN) -> None:
@@ -21,7 +31,8 @@ class VideoSoftmaxBaselineEngine(CheckpointMixin, ProtocolEvaluationMixin, host.
         self.setup_evaluation(cfg)
 
 
-class VideoTripletBaselineEngine(CheckpointMixin, ProtocolEvaluationMixin, host.VideoTripletEngine):
+class VideoTripletBaselineEngine(NormalisedTrainingInputMixin, CheckpointMixin, ProtocolEvaluationMixin,
+                                 host.VideoTripletEngine):
     """torchreid's ``VideoTripletEngine`` (CE + batch-hard triplet) under the plugin's protocol."""
 
     def __init__(self, datamanager, model, optimizer, scheduler, cfg: CN) -> None:

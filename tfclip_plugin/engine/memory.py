@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.transforms import BatchNormaliser
 from ..distributed import gather_shards
 from .features import dense_tracklet_features
 
@@ -51,9 +52,11 @@ def build_clip_memory(
     workers: int = 0,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    normaliser: Optional[BatchNormaliser] = None,
 ) -> torch.Tensor:
     """The CLIP-Memory (num_classes, E) float32 of ``model`` on training ``tracklets``
-    (torchreid tuples ``(img_paths, pid, camid[, dsetid])``) seen through the test ``transform``.
+    (torchreid tuples ``(img_paths, pid, camid[, dsetid])``) seen through the test ``transform`` (uint8 clips,
+    normalised on ``device`` by ``normaliser``, default the transform's).
 
     The model runs in eval mode (restored afterwards) under ``no_grad``; in a process group every rank
     encodes its block of the tracklets (``distributed.gather_shards``).
@@ -64,7 +67,7 @@ def build_clip_memory(
         dataset = DenseClipDataset([tracklets[i] for i in block], transform, seq_len=seq_len)
         return dense_tracklet_features(
             lambda clips, camids: model.encode_for_memory(clips), dataset, batch_size, workers, device, precision,
-            desc="CLIP-Memory",
+            desc="CLIP-Memory", normaliser=normaliser,
         )
 
     was_training = model.training
