@@ -13,6 +13,7 @@ frame of the same tracklet with a warning, and counted in :attr:`FrameReader.rep
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -81,14 +82,16 @@ def read_frame(path: str) -> torch.Tensor:
     """The RGB pixels of the image at ``path``: uint8 (3, H, W) (a channel-last view as the decoders return it).
     :class:`BadFrameError` naming the file if it is missing or cannot be decoded."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        with open(path, "rb", buffering=0) as f:
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            del data[f.readinto(data):]
     except FileNotFoundError as err:
         raise BadFrameError(f"frame listed by the dataset but absent on disk: {path}") from err
     except OSError as err:
         raise BadFrameError(f"cannot read frame {path}: {err}") from err
-    if _decode_jpeg is not None and data[:3].tobytes() == JPEG_SIGNATURE:
+    if _decode_jpeg is not None and data[:3] == JPEG_SIGNATURE:
         try:
-            pixels = _decode_jpeg(torch.from_numpy(data))
+            pixels = _decode_jpeg(torch.frombuffer(data, dtype=torch.uint8))
         except RuntimeError as err:  # torchvision's message ends with libjpeg's reason after the source location
             raise BadFrameError(f"cannot read frame {path}: {str(err).rsplit(', ', 1)[-1]}") from err
         if pixels.shape[0] == 3:

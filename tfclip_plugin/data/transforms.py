@@ -103,10 +103,11 @@ class BatchNormaliser:
     (phase 2 steps, evaluation, phase 1, torchreid's baseline engines).
 
     Computes ``x / 255``, ``- mean``, ``/ std`` in float32, in that order, as per-frame ToTensor + Normalize did,
-    so the values equal theirs bit for bit on any device (the divisor 255 is a tensor: CUDA multiplies by the
-    reciprocal of a Python-number divisor, 1 ulp off for half of the 256 values). On the CPU it works through
-    the batch in cache-sized chunks. Floating-point input is taken as normalised already (by a per-image
-    transform such as torchreid's) and only moved and cast.
+    so the values equal theirs bit for bit on any device (off the CPU the divisor 255 is a tensor: CUDA multiplies
+    by the reciprocal of a Python-number divisor, 1 ulp off for half of the 256 values). Clips may be channel-last in
+    memory (as the transforms ship them); the output is contiguous. On the CPU it works through the batch in
+    cache-sized chunks. Floating-point input is taken as normalised already (by a per-image transform such as
+    torchreid's) and only moved and cast.
     """
 
     mean: Tuple[float, float, float] = IMAGENET_MEAN
@@ -153,10 +154,14 @@ class BatchNormaliser:
             else max(1, len(frames))
         for start in range(0, len(frames), step):
             source, target = frames[start:start + step], targets[start:start + step]
-            if dtype == torch.float32:
-                torch.div(source, scale, out=target).sub_(mean).div_(std)
+            floats = target if dtype == torch.float32 else torch.empty(source.shape, device=device)
+            if device.type == "cpu":  # the CPU divides by a Python number exactly; one pass with the conversion
+                torch.div(source, 255.0, out=floats)
             else:
-                target.copy_(torch.div(source, scale).sub_(mean).div_(std))
+                floats.copy_(source).div_(scale)
+            floats.sub_(mean).div_(std)
+            if floats is not target:
+                target.copy_(floats)
         return out
 
     def stream(self, device: Union[torch.device, str], dtype: torch.dtype = torch.float32) -> "NormalisedStream":
@@ -192,7 +197,8 @@ def normaliser_of(transform: object) -> BatchNormaliser:
 @dataclass(frozen=True)
 class SequenceTransform:
     """Frames -> uint8 clip (T, 3, H, W) (or (3, H, W) for one frame); :attr:`normaliser` turns batches of them
-    into the model's input.
+    into the model's input. The clip keeps the decoders' channel-last memory (a (T, H, W, 3) tensor seen as
+    (T, 3, H, W)): stacking frames is then a plain copy, and the normaliser reads either layout.
 
     Frames: uint8 tensors (3, H', W') as :class:`~tfclip_plugin.data.frames.FrameReader` returns them, Pillow
     images, or uint8 arrays (H', W', 3).
@@ -217,9 +223,10 @@ class SequenceTransform:
         if len(frames) == 0:
             raise ValueError("SequenceTransform needs at least one frame")
         rng = random if rng is None else rng
-        clip = torch.stack([self.pixels(frame) for frame in frames])
+        stacked = torch.stack([self.pixels(frame).permute(1, 2, 0) for frame in frames])  # (T, H, W, 3)
         if self.flip and rng.random() < 0.5:
-            clip = clip.flip(-1)
+            stacked = stacked.flip(2)
+        clip = stacked.permute(0, 3, 1, 2)
         if self.eraser is not None:
             for frame in clip:
                 self.eraser.erase_(frame, rng)
