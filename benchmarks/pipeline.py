@@ -12,9 +12,14 @@ before a change; the trees alternate within each repeat), in a fresh process on 
 - ``pil_decode_s``: ``Image.open(path).convert('RGB')`` of every frame that evaluation reads, nothing else;
 - ``ratio`` = (test_s - model_s) / pil_decode_s: the cost of everything that is not the model (decoding
   included) per unit of plain decoding; 1.0 would be a pipeline that only decodes;
+- ``null_model_test_s``, ``ratio_null_model``: the same test-only run with the engine's clip encoder returning
+  zeros: the pipeline measured directly rather than as a difference of two larger times;
+- ``cpu_s``, ``ratio_cpu``, ``ratio_null_model_cpu``: the same in CPU seconds (the process and its finished
+  DataLoader workers), which other work on a shared machine disturbs far less than wall time;
 - ``parts`` (with ``--parts``, on the workers-0 line): one pass over the same batches in the process, timing each
   step on its own: decode (the dataset's frame reader), transform, collate, transfer (the engine's
-  normalisation / move to the device), model.
+  normalisation / move to the device), model, in CPU seconds; ``parts_pil_decode_s``: Pillow's decoding right
+  after, in CPU seconds too.
 
 ``--decoders`` adds one line per JPEG decoder on the generated frames: microseconds per frame (median of the
 round-robin repeats), the largest pixel difference from Pillow's, and whether a truncated file raises.
@@ -35,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -68,14 +73,32 @@ def test_tracklets(root: str):
     return data, transform
 
 
-def pil_decode_seconds(paths: List[str]) -> float:
+class Clock:
+    """Wall seconds and CPU seconds (this process and its finished children: DataLoader workers) of a block."""
+
+    def __enter__(self) -> "Clock":
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, cpu_seconds() - self.cpu
+
+
+def cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def pil_decode(paths: List[str]) -> Clock:
     from PIL import Image
 
-    started = time.perf_counter()
-    for path in paths:
-        with Image.open(path) as image:
-            image.convert("RGB")
-    return time.perf_counter() - started
+    with Clock() as clock:
+        for path in paths:
+            with Image.open(path) as image:
+                image.convert("RGB")
+    return clock
 
 
 def batch_shapes(tracklets, batch_size: int) -> List[int]:
@@ -84,19 +107,19 @@ def batch_shapes(tracklets, batch_size: int) -> List[int]:
     return [batch_size] * (chunks // batch_size) + ([chunks % batch_size] if chunks % batch_size else [])
 
 
-def model_seconds(model, sizes: List[int]) -> float:
+def model_alone(model, sizes: List[int]) -> Clock:
     inputs = {n: torch.randn(n, SEQ_LEN, 3, 256, 128) for n in set(sizes)}
     camids = {n: torch.zeros(n, dtype=torch.long) for n in set(sizes)}
     with torch.no_grad():
         model(inputs[sizes[0]][:1], camids[sizes[0]][:1])
-        started = time.perf_counter()
-        for n in sizes:
-            model(inputs[n], camids[n])
-    return time.perf_counter() - started
+        with Clock() as clock:
+            for n in sizes:
+                model(inputs[n], camids[n])
+    return clock
 
 
 def pipeline_parts(model, data, transform, batch_size: int) -> Dict[str, float]:
-    """One in-process pass over the dense batches of query and gallery, each step timed on its own."""
+    """One in-process pass over the dense batches of query and gallery, each step's CPU seconds on its own."""
     from torch.utils.data import default_collate
 
     from tfclip_plugin.data import DenseClipDataset
@@ -104,7 +127,7 @@ def pipeline_parts(model, data, transform, batch_size: int) -> Dict[str, float]:
     normaliser = getattr(transform, "normaliser", None)  # absent before the uint8 pipeline: clips were float
     to_input = normaliser.stream("cpu") if normaliser is not None else (lambda clips: clips.to("cpu"))
     parts = dict.fromkeys(("decode", "transform", "collate", "transfer", "model"), 0.0)
-    clock = time.perf_counter
+    clock = time.process_time
     with torch.no_grad():
         for tracklets in (data.query, data.gallery):
             dataset = DenseClipDataset(tracklets, transform, seq_len=SEQ_LEN, skip_bad_frames=False)
@@ -131,12 +154,41 @@ def pipeline_parts(model, data, transform, batch_size: int) -> Dict[str, float]:
     return {k: round(v, 3) for k, v in parts.items()}
 
 
+def test_run(cfg, null_model: bool = False) -> Tuple[Dict, Clock]:
+    """``run_single(cfg)`` (a test-only run), quiet; with the CPU seconds of its evaluation (``_evaluate``).
+    ``null_model``: the engine's clip encoder returns zeros (the pipeline alone, through the same code)."""
+    from tfclip_plugin.engine.engine import TFCLIPEngine
+    from tfclip_plugin.engine.mixins import ProtocolEvaluationMixin
+    from tfclip_plugin.engine.runner import run_single
+
+    clock = Clock()
+    evaluate, encode = ProtocolEvaluationMixin._evaluate, TFCLIPEngine.encode_clips
+
+    def timed_evaluate(self, *args, **kwargs):
+        with clock:
+            return evaluate(self, *args, **kwargs)
+
+    ProtocolEvaluationMixin._evaluate = timed_evaluate
+    if null_model:
+        TFCLIPEngine.encode_clips = lambda self, clips, camids: clips.new_zeros(clips.shape[0], TINY_TOWER["embed_dim"])
+    try:
+        with open(os.devnull, "w") as sink:
+            stdout, sys.stdout = sys.stdout, sink
+            try:
+                results = run_single(cfg)
+            finally:
+                sys.stdout = stdout
+    finally:
+        ProtocolEvaluationMixin._evaluate, TFCLIPEngine.encode_clips = evaluate, encode
+    return results, clock
+
+
 def child(spec: Dict) -> Dict:
-    """One tree, one workers value: the test-only run, the model alone, Pillow alone (and the parts)."""
+    """One tree, one workers value: the test-only run, the model alone, Pillow alone, the run with a null model
+    (and the parts)."""
     torch.set_num_threads(1)
     import tfclip_plugin
     from tfclip_plugin.config import get_default_config
-    from tfclip_plugin.engine.runner import run_single
     from tfclip_plugin.models import build_tfclip
 
     data, transform = test_tracklets(spec["root"])
@@ -145,7 +197,6 @@ def child(spec: Dict) -> Dict:
     for path in paths:  # into the page cache, for every measurement alike
         with open(path, "rb") as f:
             f.read()
-    pil = pil_decode_seconds(paths)
     cfg = get_default_config()
     cfg.merge_from_list([
         "model.pretrained", "False", "data.sources", "['synthvid']", "data.targets", "['synthvid']",
@@ -154,22 +205,28 @@ def child(spec: Dict) -> Dict:
         "video.seq_len", str(SEQ_LEN), "train.seed", "1", "sampler.train_sampler", "RandomSampler",
         *[item for key, value in TINY_TOWER.items() for item in (f"tfclip.{key}", str(value))],
     ])
-    with open(os.devnull, "w") as sink:
-        stdout, sys.stdout = sys.stdout, sink
-        try:
-            results = run_single(cfg)
-        finally:
-            sys.stdout = stdout
+    pil = pil_decode(paths)
+    results, test = test_run(cfg)
     torch.manual_seed(0)
     model = build_tfclip("tfclip_vit", data.num_train_pids, 2, pretrained=False, height=256, width=128,
                          **TINY_TOWER).eval()
     sizes = batch_shapes(data.query, spec["batch_size"]) + batch_shapes(data.gallery, spec["batch_size"])
+    alone = model_alone(model, sizes)
+    null_results, null = test_run(cfg, null_model=True)
+    test_s = results["wall_seconds"]["test"]
     out = {"tfclip_plugin": osp.dirname(osp.dirname(osp.abspath(tfclip_plugin.__file__))),
-           "frames": len(paths), "clips": sum(sizes), "test_s": results["wall_seconds"]["test"],
-           "model_s": round(model_seconds(model, sizes), 3), "pil_decode_s": round(pil, 3),
+           "frames": len(paths), "clips": sum(sizes), "test_s": test_s, "model_s": round(alone.wall, 3),
+           "pil_decode_s": round(pil.wall, 3), "null_model_test_s": null_results["wall_seconds"]["test"],
+           "ratio": round((test_s - alone.wall) / pil.wall, 2),
+           "ratio_null_model": round(null_results["wall_seconds"]["test"] / pil.wall, 2),
+           "cpu_s": {"test": round(test.cpu, 3), "model": round(alone.cpu, 3), "pil_decode": round(pil.cpu, 3),
+                     "null_model_test": round(null.cpu, 3)},
+           "ratio_cpu": round((test.cpu - alone.cpu) / pil.cpu, 2),
+           "ratio_null_model_cpu": round(null.cpu / pil.cpu, 2),
            "mAP": round(results["results"]["synthvid"]["mAP"], 5)}
     if spec["parts"]:
         out["parts"] = pipeline_parts(model, data, transform, spec["batch_size"])
+        out["parts_pil_decode_s"] = round(pil_decode(paths).cpu, 3)
     return out
 
 
@@ -339,7 +396,6 @@ def main() -> None:
                     spec = {"root": root, "save_dir": osp.join(scratch, f"log-{name}-{workers}-{repeat}"),
                             "workers": workers, "batch_size": args.batch_size, "parts": args.parts and workers == 0}
                     result = run_child(tree, spec)
-                    result["ratio"] = round((result["test_s"] - result["model_s"]) / result["pil_decode_s"], 2)
                     emit(dict(base, benchmark="pipeline_test", tree=name, workers=workers, repeat=repeat,
                               batch_size=args.batch_size, **result,
                               load_avg_1min=round(os.getloadavg()[0], 2)))

@@ -119,16 +119,20 @@ def test_normaliser_equals_per_frame_to_tensor_and_normalize_in_every_chunking()
     expected = pixels.float().div(255.0).sub(torch.tensor(CLIP_MEAN).view(3, 1, 1)).div(
         torch.tensor(CLIP_STD).view(3, 1, 1))
     normaliser = BatchNormaliser(CLIP_MEAN, CLIP_STD)
-    assert torch.equal(normaliser(pixels), expected)
+    assert torch.equal(normaliser(pixels), expected)  # OpenCV's table look-up
     from tfclip_plugin.data import transforms
 
     for chunk in (1, 3 * 40 * 24 * 4, 10 ** 9):  # one element, 4 frames, the whole batch
-        transforms.CPU_CHUNK_ELEMENTS, before = chunk, transforms.CPU_CHUNK_ELEMENTS
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(transforms, "CPU_CHUNK_ELEMENTS", chunk)
             assert torch.equal(normaliser(pixels), expected)
-        finally:
-            transforms.CPU_CHUNK_ELEMENTS = before
-    assert torch.equal(normaliser(pixels.permute(0, 1, 2, 4, 3).contiguous().transpose(-1, -2)), expected)
+            patch.setattr(transforms, "_cv2", None)  # the tensor operations
+            assert torch.equal(normaliser(pixels), expected)
+    for table, mean, std in zip(normaliser.tables(), CLIP_MEAN, CLIP_STD):
+        assert table.shape == (1, 256) and table.dtype == np.float32
+        np.testing.assert_array_equal(table[0], ((torch.arange(256).float() / 255 - mean) / std).numpy())
+    channel_last = pixels.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    assert torch.equal(normaliser(channel_last), expected)
     assert torch.equal(normaliser(pixels, dtype=torch.bfloat16), expected.bfloat16())
     floats = torch.randn(2, 3, 4, 4)
     assert normaliser(floats) is floats  # normalised already (a per-image transform): passes
@@ -138,6 +142,23 @@ def test_normaliser_equals_per_frame_to_tensor_and_normalize_in_every_chunking()
     with pytest.raises(ValueError, match="data.norm_std needs 3 values"):
         build_normaliser(None, [0.5])
     assert build_normaliser(None, None) == BatchNormaliser(IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_collate_without_workers_reuses_one_clip_buffer():
+    from tfclip_plugin.engine.features import ReusedClipsCollate
+
+    collate = ReusedClipsCollate()
+    items = [{"img": torch.full((2, 3, 4, 4), i, dtype=torch.uint8), "index": i, "pid": 7, "camid": i % 2}
+             for i in range(3)]
+    batch = collate(items)
+    assert batch["img"].shape == (3, 2, 3, 4, 4) and batch["img"].is_contiguous()
+    assert batch["index"].tolist() == [0, 1, 2] and batch["camid"].tolist() == [0, 1, 0]
+    assert [int(clip.max()) for clip in batch["img"]] == [0, 1, 2]
+    pointer = batch["img"].data_ptr()
+    last = collate(items[1:])
+    assert last["img"].data_ptr() == pointer and [int(clip.max()) for clip in last["img"]] == [1, 2]
+    floats = [dict(item, img=item["img"].float()) for item in items]
+    assert collate(floats)["img"].dtype == torch.float32  # per-image transforms' float clips: torch's collate
 
 
 def test_stream_reuses_one_cpu_buffer_and_takes_smaller_last_batches():

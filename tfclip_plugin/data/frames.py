@@ -31,11 +31,12 @@ class BadFrameError(OSError):
 
 
 def _torchvision_jpeg_decoder() -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
-    """``torchvision.io.decode_jpeg`` (encoded bytes (N,) uint8 -> (C, H, W) uint8), or None without torchvision's
-    image extension. torchvision 0.29 deprecates its codecs (for TorchCodec) with a warning on every call; that
-    warning, and only it, is silenced."""
+    """torchvision's CPU JPEG decoder (encoded bytes (N,) uint8 -> (C, H, W) uint8), or None without torchvision's
+    image extension. The operator itself when it answers as ``torchvision.io.decode_jpeg`` does on a probe image:
+    torchvision 0.29 deprecates its codecs (for TorchCodec) and its Python wrapper logs and warns on every call,
+    about 30 us per frame; otherwise the wrapper, with that warning silenced."""
     try:
-        from torchvision.io import decode_jpeg, image
+        from torchvision.io import ImageReadMode, decode_jpeg, image
     except ImportError:
         return None
     has_ops = getattr(image, "_has_image_ops", None)
@@ -43,6 +44,16 @@ def _torchvision_jpeg_decoder() -> Optional[Callable[[torch.Tensor], torch.Tenso
         return None
     warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                             category=DeprecationWarning, module="torchvision")
+    probe = io.BytesIO()
+    Image.new("RGB", (16, 8), (200, 30, 90)).save(probe, "JPEG")
+    probe = torch.frombuffer(bytearray(probe.getvalue()), dtype=torch.uint8)
+    unchanged = ImageReadMode.UNCHANGED.value
+    try:
+        operator = torch.ops.image.decode_jpeg
+        if torch.equal(operator(probe, unchanged, False), decode_jpeg(probe)):
+            return lambda data: operator(data, unchanged, False)
+    except (AttributeError, RuntimeError, TypeError):
+        pass
     return decode_jpeg
 
 
