@@ -162,17 +162,21 @@ def test_collate_without_workers_reuses_one_clip_buffer():
 
 
 def test_stream_reuses_one_cpu_buffer_and_takes_smaller_last_batches():
-    stream = BatchNormaliser().stream("cpu")
+    stream = BatchNormaliser(CLIP_MEAN).stream("cpu")
     first = torch.randint(0, 256, (4, 2, 3, 8, 4), dtype=torch.uint8)
     out = stream(first)
     pointer = out.data_ptr()
-    assert torch.equal(out, BatchNormaliser()(first))
+    assert torch.equal(out, BatchNormaliser(CLIP_MEAN)(first))
     last = torch.randint(0, 256, (3, 2, 3, 8, 4), dtype=torch.uint8)
     out = stream(last)
     assert out.data_ptr() == pointer and out.shape == last.shape
-    assert torch.equal(out, BatchNormaliser()(last))
+    assert torch.equal(out, BatchNormaliser(CLIP_MEAN)(last))
     floats = torch.randn(1, 2, 3, 8, 4)
     assert stream(floats) is floats
+    normaliser = BatchNormaliser()
+    assert normaliser.stream("cpu") is normaliser.stream(torch.device("cpu"))  # one buffer per normaliser
+    assert normaliser.stream("cpu") is not normaliser.stream("cpu", torch.bfloat16)
+    assert build_sequence_transforms(8, 4, [])[1].normaliser is build_normaliser(None, None)  # shared buffers
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

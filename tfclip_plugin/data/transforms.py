@@ -16,6 +16,7 @@ per-frame Pillow implementation, so seeded runs are reproducible across both.
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -195,16 +196,21 @@ class BatchNormaliser:
         return out
 
     def stream(self, device: Union[torch.device, str], dtype: torch.dtype = torch.float32) -> "NormalisedStream":
-        """A normaliser for a loop that is done with each batch before it asks for the next one."""
-        return NormalisedStream(self, torch.device(device), dtype)
+        """This normaliser's :class:`NormalisedStream` for ``device`` and ``dtype`` (one per pair, kept: on the CPU
+        its buffer then serves every loop of the run, training steps, phase 1 and each evaluation alike)."""
+        key = ("stream", torch.device(device), dtype)
+        if key not in self._constants:
+            self._constants[key] = NormalisedStream(self, torch.device(device), dtype)
+        return self._constants[key]
 
 
 class NormalisedStream:
-    """:class:`BatchNormaliser` for a loop (training steps, feature extraction) that is done with each batch
-    before the next: on the CPU every batch is written into one buffer, kept between calls (a batch of 32
-    8-frame 256x128 clips is 100 MB of float32; glibc maps such blocks afresh on every allocation, and
-    page-faulting them in cost about as much as decoding the JPEGs, benchmarks/RESULTS.md). On other devices
-    (CUDA's caching allocator reuses memory) each call allocates. Call with uint8 or float clips."""
+    """:class:`BatchNormaliser` for loops (training steps, feature extraction) that are done with each batch
+    before they ask for the next: on the CPU every batch is written into one buffer, kept between calls, so a
+    batch is valid until the next call (a batch of 32 8-frame 256x128 clips is 100 MB of float32; glibc maps such
+    blocks afresh on every allocation, and page-faulting them in cost about as much as decoding the JPEGs,
+    benchmarks/RESULTS.md). On other devices (CUDA's caching allocator reuses memory) each call allocates. Call
+    with uint8 or float clips."""
 
     def __init__(self, normaliser: BatchNormaliser, device: torch.device, dtype: torch.dtype) -> None:
         self.normaliser, self.device, self.dtype = normaliser, device, dtype
@@ -238,7 +244,9 @@ def channel_first(frames: Sequence[torch.Tensor]) -> np.ndarray:
 def normaliser_of(transform: object) -> BatchNormaliser:
     """The :class:`BatchNormaliser` of a :class:`SequenceTransform`'s clips; for another transform (torchreid's
     per-image ones return normalised floats, which pass through a normaliser unchanged), ImageNet statistics."""
-    return transform.normaliser if isinstance(transform, SequenceTransform) else BatchNormaliser()
+    if isinstance(transform, SequenceTransform):
+        return transform.normaliser
+    return shared_normaliser(IMAGENET_MEAN, IMAGENET_STD)
 
 
 @dataclass(frozen=True)
@@ -297,8 +305,8 @@ class SequenceTransform:
 
     @property
     def normaliser(self) -> BatchNormaliser:
-        """The batched normalisation of this transform's clips (``mean``, ``std``)."""
-        return BatchNormaliser(self.mean, self.std)
+        """The batched normalisation of this transform's clips (``mean``, ``std``; :func:`shared_normaliser`)."""
+        return shared_normaliser(self.mean, self.std)
 
 
 def _channels(values: Optional[Sequence[float]], default: Tuple[float, float, float], name: str):
@@ -339,6 +347,14 @@ def build_sequence_transforms(
 
 
 def build_normaliser(norm_mean: Optional[Sequence[float]], norm_std: Optional[Sequence[float]]) -> BatchNormaliser:
-    """The :class:`BatchNormaliser` for ``data.norm_mean`` / ``data.norm_std`` (None -> ImageNet statistics)."""
-    return BatchNormaliser(_channels(norm_mean, IMAGENET_MEAN, "data.norm_mean"),
-                           _channels(norm_std, IMAGENET_STD, "data.norm_std"))
+    """The :class:`BatchNormaliser` for ``data.norm_mean`` / ``data.norm_std`` (None -> ImageNet statistics;
+    :func:`shared_normaliser`)."""
+    return shared_normaliser(_channels(norm_mean, IMAGENET_MEAN, "data.norm_mean"),
+                             _channels(norm_std, IMAGENET_STD, "data.norm_std"))
+
+
+@functools.lru_cache(maxsize=None)
+def shared_normaliser(mean: Tuple[float, float, float], std: Tuple[float, float, float]) -> BatchNormaliser:
+    """One :class:`BatchNormaliser` per statistics in the process, so that the engine's loops, phase 1 and the
+    transforms' users share its streams' CPU buffers (a normalised batch is valid until the next stream call)."""
+    return BatchNormaliser(mean, std)

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
-from ..data.transforms import BatchNormaliser, normaliser_of
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchNormaliser, normaliser_of, shared_normaliser
 from ..distributed import is_main_process
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -111,7 +111,7 @@ def loader_features(
     """One feature per batch item of a torchreid test loader: (features (N, D), pids (N,), camids (N,)); clips
     normalised on ``device`` by ``normaliser`` (default: ImageNet statistics; float clips pass unchanged)."""
     device = torch.device(device)
-    model_input = (normaliser or BatchNormaliser()).stream(device)
+    model_input = (normaliser or shared_normaliser(IMAGENET_MEAN, IMAGENET_STD)).stream(device)
     features, pids, camids = [], [], []
     for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, disable=not is_main_process()):
         with autocast(device, precision):

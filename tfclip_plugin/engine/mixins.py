@@ -18,7 +18,7 @@ from yacs.config import CfgNode as CN
 
 from .. import host
 from ..checkpoint import rng_state
-from ..data.transforms import NormalisedStream, build_normaliser
+from ..data.transforms import build_normaliser
 from ..distributed import gather_shards, is_main_process, save_on_main_process, shard_loader, training_epoch
 from ..evaluation import QUERY_IN_GALLERY, check_protocol, evaluate_distmat, protocol_gallery
 from .features import PRECISIONS, bf16_weights, dense_tracklet_features, loader_features
@@ -72,7 +72,6 @@ class ProtocolEvaluationMixin:
     """
 
     cfg: CN
-    _training_stream: Optional[NormalisedStream] = None
 
     def setup_evaluation(self, cfg: CN) -> None:
         check_protocol(cfg.tfclip.protocol)
@@ -105,10 +104,8 @@ class ProtocolEvaluationMixin:
 
     def training_input(self, clips: torch.Tensor) -> torch.Tensor:
         """A training batch's clips (B, T, 3, H, W), uint8 from the loader, as normalised float32 on the device
-        (on the CPU written into one buffer reused by every step; float clips pass unchanged)."""
-        if self._training_stream is None or self._training_stream.device != self.device:
-            self._training_stream = self.normaliser.stream(self.device)
-        return self._training_stream(clips)
+        (on the CPU written into the normaliser's buffer, reused by every step; float clips pass unchanged)."""
+        return self.normaliser.stream(self.device)(clips)
 
     @contextlib.contextmanager
     def evaluation_weights(self) -> Iterator[torch.nn.Module]:
