@@ -12,8 +12,11 @@ before a change; the trees alternate within each repeat), in a fresh process on 
 - ``pil_decode_s``: ``Image.open(path).convert('RGB')`` of every frame that evaluation reads, nothing else;
 - ``ratio`` = (test_s - model_s) / pil_decode_s: the cost of everything that is not the model (decoding
   included) per unit of plain decoding; 1.0 would be a pipeline that only decodes;
+- ``outside_model_in_run_s``, ``ratio_in_run``: test_s minus the time the run itself spent in the engine's clip
+  encoder (the forwards), over pil_decode_s: the same quantity from one run, not a difference of two runs of a
+  model whose time varies by more than the pipeline's on a shared machine;
 - ``null_model_test_s``, ``ratio_null_model``: the same test-only run with the engine's clip encoder returning
-  zeros: the pipeline measured directly rather than as a difference of two larger times;
+  zeros: the pipeline measured directly;
 - ``cpu_s``, ``ratio_cpu``, ``ratio_null_model_cpu``: the same in CPU seconds (the process and its finished
   DataLoader workers), which other work on a shared machine disturbs far less than wall time;
 - ``parts`` (with ``--parts``, on the workers-0 line): one pass over the same batches in the process, timing each
@@ -157,20 +160,29 @@ def pipeline_parts(model, data, transform, batch_size: int) -> Dict[str, float]:
 
 
 def test_run(cfg, null_model: bool = False) -> Tuple[Dict, Clock]:
-    """``run_single(cfg)`` (a test-only run), quiet; with the CPU seconds of its evaluation (``_evaluate``).
+    """``run_single(cfg)`` (a test-only run), quiet; with the CPU seconds of its evaluation (``_evaluate``) and,
+    in ``results['model_in_run']``, the time spent in the engine's clip encoder (the forwards) during it.
     ``null_model``: the engine's clip encoder returns zeros (the pipeline alone, through the same code)."""
     from tfclip_plugin.engine.engine import TFCLIPEngine
     from tfclip_plugin.engine.mixins import ProtocolEvaluationMixin
     from tfclip_plugin.engine.runner import run_single
 
-    clock = Clock()
+    clock, model = Clock(), Clock()
+    model.wall = model.cpu = 0.0
     evaluate, encode = ProtocolEvaluationMixin._evaluate, TFCLIPEngine.encode_clips
 
     def timed_evaluate(self, *args, **kwargs):
         with clock:
             return evaluate(self, *args, **kwargs)
 
+    def timed_encode(self, clips, camids):
+        with Clock() as call:
+            features = encode(self, clips, camids)
+        model.wall, model.cpu = model.wall + call.wall, model.cpu + call.cpu
+        return features
+
     ProtocolEvaluationMixin._evaluate = timed_evaluate
+    TFCLIPEngine.encode_clips = timed_encode
     if null_model:
         TFCLIPEngine.encode_clips = lambda self, clips, camids: clips.new_zeros(clips.shape[0], TINY_TOWER["embed_dim"])
     try:
@@ -182,6 +194,7 @@ def test_run(cfg, null_model: bool = False) -> Tuple[Dict, Clock]:
                 sys.stdout = stdout
     finally:
         ProtocolEvaluationMixin._evaluate, TFCLIPEngine.encode_clips = evaluate, encode
+    results["model_in_run"] = model
     return results, clock
 
 
@@ -217,7 +230,9 @@ def child(spec: Dict) -> Dict:
         results, test = test_run(cfg)
         alone = model_alone(model, sizes)
         null_results, null = test_run(cfg, null_model=True)
+        inside = results["model_in_run"]
         rounds.append({"test": (results["wall_seconds"]["test"], test.cpu), "model": (alone.wall, alone.cpu),
+                       "outside_model_in_run": (results["wall_seconds"]["test"] - inside.wall, test.cpu - inside.cpu),
                        "pil_decode": (pil.wall, pil.cpu), "null_model_test": (null_results["wall_seconds"]["test"],
                                                                               null.cpu)})
     least = {k: tuple(min(r[k][i] for r in rounds) for i in (0, 1)) for k in rounds[0]}
@@ -227,6 +242,9 @@ def child(spec: Dict) -> Dict:
            "pil_decode_s": round(least["pil_decode"][0], 3), "null_model_test_s": least["null_model_test"][0],
            "ratio": round((least["test"][0] - least["model"][0]) / least["pil_decode"][0], 2),
            "ratio_null_model": round(least["null_model_test"][0] / least["pil_decode"][0], 2),
+           "outside_model_in_run_s": round(least["outside_model_in_run"][0], 3),
+           "ratio_in_run": round(least["outside_model_in_run"][0] / least["pil_decode"][0], 2),
+           "ratio_in_run_cpu": round(least["outside_model_in_run"][1] / least["pil_decode"][1], 2),
            "cpu_s": {k: round(v[1], 3) for k, v in least.items()},
            "ratio_cpu": round((least["test"][1] - least["model"][1]) / least["pil_decode"][1], 2),
            "ratio_null_model_cpu": round(least["null_model_test"][1] / least["pil_decode"][1], 2),
