@@ -128,9 +128,11 @@ def pipeline_parts(model, data, transform, batch_size: int) -> Dict[str, float]:
     from torch.utils.data import default_collate
 
     from tfclip_plugin.data import DenseClipDataset
+    from tfclip_plugin.engine import features
 
     normaliser = getattr(transform, "normaliser", None)  # absent before the uint8 pipeline: clips were float
     to_input = normaliser.stream("cpu") if normaliser is not None else (lambda clips: clips.to("cpu"))
+    collate = getattr(features, "ReusedClipsCollate", lambda: default_collate)()  # what the tree's loop uses
     parts = dict.fromkeys(("decode", "transform", "collate", "transfer", "model"), 0.0)
     clock = time.process_time
     with torch.no_grad():
@@ -148,7 +150,7 @@ def pipeline_parts(model, data, transform, batch_size: int) -> Dict[str, float]:
                     parts["decode"] += t1 - t0
                     parts["transform"] += clock() - t1
                 t0 = clock()
-                batch = default_collate(items)
+                batch = collate(items)
                 t1 = clock()
                 clips = to_input(batch["img"])
                 t2 = clock()
