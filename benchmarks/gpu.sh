@@ -31,7 +31,8 @@ want inference && timeout 45 $py benchmarks/inference.py --device $dev "${tiny[@
     --frames $(pick 8 2) --repeats $(pick 3 1) --warmup 1 "${ref[@]}"
 # dense evaluation from JPEG files: our pipeline (bf16, fp32) and torchreid's engine with resnext101_32x8d
 want dense && timeout 60 $py benchmarks/dense_eval.py --device $dev "${tiny[@]}" --test-ids $(pick 20 10) \
-    --max-frames $(pick 30 9) --batch-size $(pick 64 8) --workers $(pick 8 1) --precisions fp32,bf16 --repeats 1
+    --max-frames $(pick 30 9) --batch-size $(pick 64 8) --workers $(pick 8 1) --precisions fp32,bf16 --repeats 1 \
+    $(pick "" --skip-torchreid)
 # phase 1 (CLIP-Memory): batched chunks (fp32, bf16) vs one forward per tracklet
 want phase1 && timeout 100 $py benchmarks/phase1.py --device $dev "${tiny[@]}" --tracklets $(pick 300 6) \
     --max-frames $(pick 32 9) --batch-size $(pick 64 8) --workers $(pick 8 1)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import json
 import os
 import os.path as osp
@@ -136,7 +137,7 @@ def config(args, root: str, save_dir: str, **extra: str):
                "data.save_dir": save_dir, "data.workers": str(args.workers), "test.batch_size": str(args.batch_size),
                "train.batch_size": str(args.ids * args.instances), "sampler.num_instances": str(args.instances),
                "tfclip.precision": "bf16", "tfclip.test_precision": "bf16", "train.seed": "1",
-               "tfclip.save_test_outputs": "False"}
+               "tfclip.save_test_outputs": "False", "tfclip.num_cameras": "6"}  # MARS's 6 (a tiny set may miss one)
     if args.tiny:
         options.update({f"tfclip.{key}": str(value) for key, value in TINY.items()})
     options.update(extra)
@@ -257,7 +258,7 @@ def train_steps(engine, args, device: torch.device) -> Dict:
     steps = args.steps or len(loader)
     engine.model.train()
     engine.epoch = 0
-    batches = iter(loader)
+    batches = (batch for _ in itertools.count() for batch in loader)  # epochs after epochs, as many as needed
     first = next(batches)
     started = time.perf_counter()
     for engine.batch_idx in range(2):  # warm-up (and compilation with tfclip.compile) outside the timing
