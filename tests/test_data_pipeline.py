@@ -101,6 +101,19 @@ def test_new_path_equals_the_pillow_path_for_the_same_seeds(jpeg_tracklets, size
         assert erased > 0
 
 
+def test_frames_as_images_arrays_or_tensors_give_the_same_clip(jpeg_tracklets):
+    _, test = build_sequence_transforms(48, 24, [])
+    paths = jpeg_tracklets[0][:3]
+    images = [Image.open(path).convert("RGB") for path in paths]
+    clip = test(images)
+    assert clip.dtype == torch.uint8 and clip.shape == (3, 3, 48, 24) and clip.is_contiguous()
+    assert torch.equal(test([np.asarray(image) for image in images]), clip)
+    assert torch.equal(test(FrameReader(False).read(paths, range(3))), clip)
+    assert torch.equal(test(images[1]), clip[1])  # one frame -> (3, H, W)
+    with pytest.raises(ValueError, match=r"a frame must be uint8 \(3, H, W\) pixels.*got torch.float32"):
+        test([torch.zeros(3, 48, 24)])
+
+
 def test_erasing_in_place_on_uint8_equals_pillow_paste():
     for at_size_position in (False, True):
         eraser = RandomSizedErasing(p=1.0, at_size_position=at_size_position)

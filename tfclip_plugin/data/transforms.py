@@ -239,8 +239,6 @@ def channel_first(frames: Sequence[torch.Tensor]) -> np.ndarray:
     return out
 
 
-
-
 def normaliser_of(transform: object) -> BatchNormaliser:
     """The :class:`BatchNormaliser` of a :class:`SequenceTransform`'s clips; for another transform (torchreid's
     per-image ones return normalised floats, which pass through a normaliser unchanged), ImageNet statistics."""
@@ -295,7 +293,9 @@ class SequenceTransform:
             if frame.size != (self.width, self.height):
                 frame = frame.resize((self.width, self.height), Image.Resampling.BILINEAR)
             return pil_to_pixels(frame)
-        pixels = torch.from_numpy(frame).permute(2, 0, 1) if isinstance(frame, np.ndarray) else frame
+        if isinstance(frame, np.ndarray):
+            frame = torch.from_numpy(np.require(frame, requirements="W")).permute(2, 0, 1)  # np.asarray(image): read-only
+        pixels = frame
         if pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.shape[0] != 3:
             raise ValueError(f"a frame must be uint8 (3, H, W) pixels, an (H, W, 3) uint8 array or an image; got "
                              f"{pixels.dtype} {tuple(pixels.shape)}")
