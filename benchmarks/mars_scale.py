@@ -280,8 +280,10 @@ def train_steps(engine, args, device: torch.device) -> Dict:
     frames = args.ids * args.instances * 8
     return {"batch": f"{args.ids}x{args.instances}x8", "steps": done, "loader_steps_per_epoch": len(loader),
             "loaded_step_s": round(loaded / done, 4), "held_step_s": round(held / done, 4),
-            "loaded_frames_per_s": round(frames * done / loaded, 1), "held_frames_per_s": round(frames * done / held, 1),
-            "epoch_s_loaded": round(len(loader) * loaded / done, 1), "epoch_s_held": round(len(loader) * held / done, 1),
+            "loaded_frames_per_s": round(frames * done / loaded, 1),
+            "held_frames_per_s": round(frames * done / held, 1),
+            "epoch_s_loaded": round(len(loader) * loaded / done, 1),
+            "epoch_s_held": round(len(loader) * held / done, 1),
             "warmup_s": round(warmup, 2)}
 
 

@@ -293,8 +293,8 @@ class SequenceTransform:
             if frame.size != (self.width, self.height):
                 frame = frame.resize((self.width, self.height), Image.Resampling.BILINEAR)
             return pil_to_pixels(frame)
-        if isinstance(frame, np.ndarray):
-            frame = torch.from_numpy(np.require(frame, requirements="W")).permute(2, 0, 1)  # np.asarray(image): read-only
+        if isinstance(frame, np.ndarray):  # np.require: np.asarray(image) is read-only
+            frame = torch.from_numpy(np.require(frame, requirements="W")).permute(2, 0, 1)
         pixels = frame
         if pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.shape[0] != 3:
             raise ValueError(f"a frame must be uint8 (3, H, W) pixels, an (H, W, 3) uint8 array or an image; got "
