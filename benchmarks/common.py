@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -44,6 +45,15 @@ def machine(device: torch.device) -> Dict:
 
 
 def _cpu_name() -> str:
+    """``lscpu``'s model name (else /proc/cpuinfo's)."""
+    try:
+        listing = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                                 env=dict(os.environ, LC_ALL="C")).stdout
+        for line in listing.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -52,6 +62,20 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def gemm_rates(device: torch.device, rows: int, repeats: int) -> Dict:
+    """GFLOP/s of (rows x 768) @ (768 x 3072), ViT-B/16's MLP shape, in fp32 and bf16 (median of ``repeats``):
+    their ratio bounds what bf16 can gain over fp32 for a model made mostly of matrix products."""
+    out = {"benchmark": "gemm", "shape": [rows, 768, 3072], "device": device.type}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(rows, 768, device=device, dtype=dtype)
+        w = torch.randn(3072, 768, device=device, dtype=dtype)
+        torch.nn.functional.linear(a, w)
+        seconds = sorted(timed(lambda: torch.nn.functional.linear(a, w), device) for _ in range(repeats))
+        out[f"{name}_gflops"] = round(2 * rows * 768 * 3072 / seconds[len(seconds) // 2] / 1e9, 1)
+    out["bf16_over_fp32"] = round(out["bf16_gflops"] / out["fp32_gflops"], 2)
+    return out
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,25 +29,10 @@ from typing import Callable, Dict
 import torch
 import torch.nn.functional as F
 
-from common import (NUM_CAMERAS, add_common_arguments, build_ours, build_reference, emit, interleaved, machine,
-                    setup, summary, timed, with_multihead_attention)
+from common import (NUM_CAMERAS, add_common_arguments, build_ours, build_reference, emit, gemm_rates, interleaved,
+                    machine, setup, summary, with_multihead_attention)
 from tfclip_plugin.engine.features import autocast
 from tfclip_plugin.models import load_official_checkpoint
-
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def gemm_rates(device: torch.device, rows: int, repeats: int) -> Dict:
-    """GFLOP/s of (rows x 768) @ (768 x 3072) in fp32 and bf16 (median of ``repeats``)."""
-    out = {"benchmark": "gemm", "shape": [rows, 768, 3072], "device": device.type}
-    for name in ("fp32", "bf16"):
-        a = torch.randn(rows, 768, device=device, dtype=PRECISION_DTYPES[name])
-        w = torch.randn(3072, 768, device=device, dtype=PRECISION_DTYPES[name])
-        F.linear(a, w)
-        seconds = sorted(timed(lambda: F.linear(a, w), device) for _ in range(repeats))
-        out[f"{name}_gflops"] = round(2 * rows * 768 * 3072 / seconds[len(seconds) // 2] / 1e9, 1)
-    out["bf16_over_fp32"] = round(out["bf16_gflops"] / out["fp32_gflops"], 2)
-    return out
 
 
 def main() -> None:

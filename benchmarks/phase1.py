@@ -41,7 +41,8 @@ def per_tracklet_memory(model, tracklets: List[tuple], transform, num_classes: i
     model.eval()
     with torch.no_grad():
         for batch in loader:
-            features.append(model.encode_for_memory(batch["img"].to(device)).mean(dim=0).float().cpu())
+            clips = transform.normaliser(batch["img"], device)  # uint8 clips -> normalised float on the device
+            features.append(model.encode_for_memory(clips).mean(dim=0).float().cpu())
     return identity_means(torch.stack(features), [t[1] for t in tracklets], num_classes)
 
 

@@ -2,7 +2,9 @@
 
 One step = forward (train mode, CLIP-Memory of 625 rows set, so SSP and V2M run), TF-CLIP's loss, backward
 and Adam (``engine.optim.build_optimizer``), under ``tfclip.precision`` (fp32, bf16 autocast, fp16 autocast
-with GradScaler). Variants: precisions x strides x gradient checkpointing. With ``--reference-dir`` the
+with GradScaler). Variants: precisions x strides x gradient checkpointing, and with ``--compile MODES`` each of
+ours also with its training forward under ``torch.compile(mode=...)`` (what ``tfclip.compile`` does; the first
+step, compilation included, is ``first_step_s``). With ``--reference-dir`` the
 reference implementation's step is measured in the same process, run as shipped: fp32 on a CPU (its
 ``torch.cuda.amp.autocast`` does nothing there), fp16 autocast with GradScaler on a GPU; its outputs go
 through the same loss and a plain Adam over its trainable parameters.
@@ -15,6 +17,7 @@ Adam state and activations).
     python benchmarks/train_step.py --reference-dir ../TF-CLIP
     python benchmarks/train_step.py --device cuda --ids 4 --instances 4 --precisions bf16,fp16 \\
         --strides 16,12 --checkpointing both
+    python benchmarks/train_step.py --device cuda --ids 4 --instances 4 --precisions bf16 --compile default
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from tfclip_plugin.engine.optim import backward_and_step, build_optimizer
 from tfclip_plugin.models.tfclip import TFCLIPOutput
 
 Variant = Tuple[str, str, int, bool]  # (implementation, precision, stride, grad checkpointing)
+COMPILED = "ours-compile-"  # implementation prefix of a compiled variant: ours-compile-<mode>
 
 
 def batch(args, device: torch.device):
@@ -47,11 +51,12 @@ def batch(args, device: torch.device):
 
 
 def our_step(args, device: torch.device, precision: str, stride: int, checkpointing: bool,
-             multihead: bool = False) -> Callable[[], None]:
+             multihead: bool = False, compile_mode: str = "") -> Callable[[], None]:
     model = build_ours(stride=stride, tiny=args.tiny, grad_checkpointing=checkpointing)
     if multihead:
         with_multihead_attention(model)
     model = model.to(device).train()
+    forward = torch.compile(model, mode=compile_mode) if compile_mode else model
     model.set_memory(torch.randn(NUM_CLASSES, model.embed_dim))
     optimizer = build_optimizer(model, get_default_config())
     criterion = TFCLIPLoss(NUM_CLASSES, use_gpu=device.type == "cuda")
@@ -61,7 +66,7 @@ def our_step(args, device: torch.device, precision: str, stride: int, checkpoint
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, precision):
-            output = model(clips, camids)
+            output = forward(clips, camids)
         backward_and_step(criterion(output, pids)["loss"], optimizer, scaler)
 
     return step
@@ -92,17 +97,19 @@ def variants(args) -> List[Variant]:
     reference = [("reference", "fp16" if args.device.startswith("cuda") else "fp32", s, False)
                  for s in args.strides] if args.reference_dir else []
     multihead = [("ours-mha",) + v[1:] for v in ours] if args.mha else []
-    return reference + ours + multihead
+    compiled = [(COMPILED + mode,) + v[1:] for mode in args.compile for v in ours]
+    return reference + ours + multihead + compiled
 
 
 def make_step(args, device: torch.device, variant: Variant) -> Callable[[], None]:
     implementation, precision, stride, checkpointing = variant
     if implementation == "reference":
         return reference_step(args, device, stride)
-    return our_step(args, device, precision, stride, checkpointing, multihead=implementation == "ours-mha")
+    return our_step(args, device, precision, stride, checkpointing, multihead=implementation == "ours-mha",
+                    compile_mode=implementation[len(COMPILED):] if implementation.startswith(COMPILED) else "")
 
 
-def record(args, variant: Variant, seconds: List[float], memory: PeakMemory) -> Dict:
+def record(args, variant: Variant, seconds: List[float], memory: PeakMemory, first_step: float = None) -> Dict:
     implementation, precision, stride, checkpointing = variant
     frames = args.ids * args.instances * args.frames
     out = {"benchmark": "train_step", "impl": implementation, "precision": precision, "stride": stride,
@@ -113,6 +120,9 @@ def record(args, variant: Variant, seconds: List[float], memory: PeakMemory) -> 
     out["frames_per_s"] = round(frames / out["median_s"], 2)
     out["peak_mib"] = round(memory.mib, 1)
     out["memory"] = memory.kind
+    out["compile"] = implementation[len(COMPILED):] if implementation.startswith(COMPILED) else "off"
+    if first_step is not None:
+        out["first_step_s"] = round(first_step, 2)
     return out
 
 
@@ -130,11 +140,12 @@ def measure_interleaved(args, device: torch.device, todo: List[Variant]) -> List
 def measure_alone(args, device: torch.device, variant: Variant) -> Dict:
     try:
         step = make_step(args, device, variant)
-        for _ in range(args.warmup):
+        first = timed(step, device)
+        for _ in range(args.warmup - 1):
             step()
         with PeakMemory(device) as memory:
             seconds = [timed(step, device) for _ in range(args.repeats)]
-        return record(args, variant, seconds, memory)
+        return record(args, variant, seconds, memory, first_step=first)
     except torch.cuda.OutOfMemoryError as error:
         implementation, precision, stride, checkpointing = variant
         return {"benchmark": "train_step", "impl": implementation, "precision": precision, "stride": stride,
@@ -149,7 +160,7 @@ def measure_alone(args, device: torch.device, variant: Variant) -> Dict:
 def add_ratios(r: Dict, earlier: List[Dict]) -> Dict:
     """Add speedup_vs_reference (same stride) and speedup_vs_fp32 (ours, same stride and checkpointing) to
     ``r`` from the ``earlier`` records."""
-    if r.get("impl") not in ("ours", "ours-mha") or "median_s" not in r:
+    if not (r.get("impl") in ("ours", "ours-mha") or r.get("impl", "").startswith(COMPILED)) or "median_s" not in r:
         return r
     for x in earlier:
         if "median_s" not in x or x.get("stride") != r["stride"] or x["model"] != r["model"]:
@@ -159,6 +170,9 @@ def add_ratios(r: Dict, earlier: List[Dict]) -> Dict:
         elif x["impl"] == r["impl"] and x["precision"] == "fp32" != r["precision"] \
                 and x["grad_checkpointing"] == r["grad_checkpointing"]:
             r["speedup_vs_fp32"] = round(x["median_s"] / r["median_s"], 2)
+        elif x["impl"] == "ours" and r["impl"].startswith(COMPILED) and x["precision"] == r["precision"] \
+                and x["grad_checkpointing"] == r["grad_checkpointing"]:
+            r["speedup_vs_eager"] = round(x["median_s"] / r["median_s"], 2)
     return r
 
 
@@ -172,6 +186,8 @@ def main() -> None:
                                                           "GPU bf16,fp16)")
     parser.add_argument("--strides", default="16", help="comma list of patch strides, e.g. 16,12")
     parser.add_argument("--checkpointing", choices=("off", "on", "both"), default="off")
+    parser.add_argument("--compile", default="", help="comma list of torch.compile modes (default, "
+                        "reduce-overhead, max-autotune, ...): each of ours also compiled (impl ours-compile-<mode>)")
     parser.add_argument("--mha", action="store_true", help="also each of ours with open_clip's nn.MultiheadAttention "
                         "put back (impl 'ours-mha': the attention path before models/attention.py)")
     args = parser.parse_args()
@@ -179,6 +195,7 @@ def main() -> None:
     args.precisions = args.precisions.split(",") if args.precisions else (
         ["bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
     args.strides = [int(s) for s in args.strides.split(",")]
+    args.compile = [mode for mode in args.compile.split(",") if mode]
     emit({"benchmark": "train_step", "machine": machine(device), "args": vars(args)})
     todo = variants(args)
     records: List[Dict] = []

@@ -15,3 +15,10 @@ def data_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("data"))
     generate_synthvid(root, seed=3, **SYNTHVID_SIZE)
     return root
+
+
+def pytest_configure(config):
+    # tfclip_plugin.data.frames decodes JPEGs with torchvision, which deprecates its codecs (0.29) on every call;
+    # the plugin silences that warning, pytest's per-test warning capture brings it back
+    config.addinivalue_line("filterwarnings",
+                            "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -17,7 +17,7 @@ from tfclip_plugin import host
 from tfclip_plugin.config import get_default_config
 from tfclip_plugin.data import (BadFrameError, CheckedImageDataset, ImageTransform, PixelErasing, build_datamanager,
                                 build_image_transforms, generate_synthimg)
-from tfclip_plugin.data.image_transforms import normalise_pixels
+from tfclip_plugin.data.frames import read_frame
 
 CLIPREID = ["resize_bicubic", "random_flip", "pad_crop", "random_erase_pixel"]
 HALF = (0.5, 0.5, 0.5)
@@ -137,9 +137,35 @@ def test_pixel_erasing_gives_up_after_ten_draws_that_do_not_fit():
     assert torch.equal(never_fits(image, random.Random(0)), torch.zeros(3, 8, 8))
 
 
+@pytest.mark.parametrize("names", [[], ["random_flip", "random_erase"], ["resize_bicubic", "random_flip", "pad_crop"],
+                                   CLIPREID])
+def test_loader_output_normalised_on_the_device_equals_the_float_path_for_the_same_seeds(tmp_path, names):
+    """What the loaders ship (uint8 pixels from the JPEG decoder, or the pixel eraser's float images), after the
+    engine's normaliser, equals the transform on Pillow's image for the same seeds, and draws as much randomness."""
+    paths = []
+    for index, (height, width) in enumerate([(64, 32), (80, 41), (48, 24)]):  # stored at the size, down, up
+        paths.append(str(tmp_path / f"{index}.jpg"))
+        random_image(height, width, seed=index).save(paths[-1], quality=90)
+    train, test = build_image_transforms(64, 32, names, HALF, (0.25, 0.5, 0.75))
+    for transform in (train, test):
+        for seed in range(4):
+            streams = [(random.Random(seed), torch.Generator().manual_seed(seed)) for _ in range(2)]
+            expected = [transform(pillow_image(path), *streams[0]) for path in paths]
+            shipped = [transform.loader_output(read_frame(path), *streams[1]) for path in paths]
+            assert {item.dtype for item in shipped} == {torch.float32 if transform.pixel_eraser else torch.uint8}
+            assert torch.equal(transform.normaliser(torch.stack(shipped)), torch.stack(expected))
+            assert streams[0][0].getstate() == streams[1][0].getstate()
+            assert torch.equal(streams[0][1].get_state(), streams[1][1].get_state())
+
+
+def pillow_image(path):
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def test_normalisation_is_totensor_then_normalize():
     pixels = torch.arange(256, dtype=torch.uint8).repeat(3, 1).view(3, 16, 16)
-    values = normalise_pixels(pixels, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    values = ImageTransform(16, 16, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).from_pixels(pixels)
     expected = (pixels.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) \
         / torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     assert values.dtype == torch.float32 and torch.equal(values, expected)
@@ -186,11 +212,12 @@ def test_market1501_layout_parsed_by_torchreid_junk_dropped_distractors_kept(mar
     assert len(query) == 2 and len(gallery) == 6 and sum(item[1] == 0 for item in gallery) == 2
     for split in ("query", "gallery"):
         assert isinstance(dm.test_loader["market1501"][split].dataset, CheckedImageDataset)
-    batch = next(iter(dm.train_loader))
+    batch = next(iter(dm.train_loader))  # float32: timm's pixel eraser erases normalised images in the loader
     assert batch["img"].shape == (4, 3, 32, 16) and batch["img"].dtype == torch.float32
     assert set(batch) >= {"img", "pid", "camid"} and batch["camid"].max() < 6
-    test_batch = next(iter(dm.test_loader["market1501"]["gallery"]))
-    assert test_batch["img"].shape == (3, 3, 32, 16) and test_batch["img"].abs().max() <= 1.0  # mean/std 0.5
+    test_batch = next(iter(dm.test_loader["market1501"]["gallery"]))  # uint8, normalised on the device
+    assert test_batch["img"].shape == (3, 3, 32, 16) and test_batch["img"].dtype == torch.uint8
+    assert dm.transform_te.normaliser(test_batch["img"]).abs().max() <= 1.0  # mean/std 0.5
 
 
 def test_unreadable_image_names_the_file(tmp_path):

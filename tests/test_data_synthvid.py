@@ -121,7 +121,7 @@ def test_lengths_vary_and_queries_have_cross_camera_matches(default_set):
 
 def tracklet_clips(items, transform):
     reader = FrameReader(False)
-    return [transform(reader.read(paths, range(len(paths)))) for paths, *_ in items]
+    return [transform.normaliser(transform(reader.read(paths, range(len(paths))))) for paths, *_ in items]
 
 
 def test_a_trained_model_beats_an_untrained_one_by_a_wide_margin(default_set):

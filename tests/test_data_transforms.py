@@ -17,21 +17,24 @@ def half_image(size=(16, 32)):
     return Image.fromarray(pixels)
 
 
-def pixels_of(clip: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
-    """Undo the normalisation: (T, 3, H, W) -> uint8 (T, H, W, 3)."""
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    return (clip * s + m).mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+def pixels_of(clip: torch.Tensor) -> np.ndarray:
+    """uint8 (T, 3, H, W) -> (T, H, W, 3)."""
+    assert clip.dtype == torch.uint8
+    return clip.permute(0, 2, 3, 1).numpy()
 
 
-def test_test_transform_resizes_bilinearly_and_normalises_with_imagenet_statistics():
+def test_test_transform_resizes_bilinearly_and_the_normaliser_applies_imagenet_statistics():
     _, test = build_sequence_transforms(32, 16, [], None, None)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 21, 3), dtype=np.uint8))
     out = test([image, image])
-    assert out.shape == (2, 3, 32, 16) and out.dtype == torch.float32
-    resized = np.asarray(image.resize((16, 32), Image.Resampling.BILINEAR), np.float32) / 255
-    expected = (resized - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-    np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    assert out.shape == (2, 3, 32, 16) and out.dtype == torch.uint8
+    resized = np.asarray(image.resize((16, 32), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(pixels_of(out)[0], resized)
+    normalised = test.normaliser(out[None])[0]
+    assert normalised.dtype == torch.float32
+    expected = (resized.astype(np.float32) / 255 - np.asarray(IMAGENET_MEAN, np.float32)) \
+        / np.asarray(IMAGENET_STD, np.float32)
+    np.testing.assert_allclose(normalised[0].permute(1, 2, 0).numpy(), expected, atol=1e-6)
     assert torch.equal(out, test([image, image]))  # deterministic
     assert test(image).shape == (3, 32, 16)  # a single image (torchreid's preprocess_pil_img)
 
@@ -42,7 +45,7 @@ def test_clip_statistics_are_an_option_and_match_open_clip():
     assert CLIP_MEAN == pytest.approx(open_clip.OPENAI_DATASET_MEAN)
     assert CLIP_STD == pytest.approx(open_clip.OPENAI_DATASET_STD)
     _, test = build_sequence_transforms(8, 4, [], CLIP_MEAN, CLIP_STD)
-    out = test([Image.new("RGB", (4, 8), (255, 0, 128))])
+    out = test.normaliser(test([Image.new("RGB", (4, 8), (255, 0, 128))]))
     expected = (torch.tensor([255, 0, 128]) / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
     torch.testing.assert_close(out[0, :, 3, 2], expected)
 

@@ -11,7 +11,7 @@ from tfclip_plugin.config import activated_config, get_default_config
 from tfclip_plugin.data import (BadFrameError, DenseClipDataset, SequenceTransform, TrackletVideoDataset,
                                 build_datamanager, build_video_datamanager, generate_synthvid)
 from tfclip_plugin.data.frames import set_default_skip_bad_frames
-from tfclip_plugin.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_sequence_transforms
+from tfclip_plugin.data.transforms import build_sequence_transforms
 
 _, TEST = build_sequence_transforms(8, 4, [])
 
@@ -34,8 +34,9 @@ def numbered_tracklet(folder, length, pid=0, camid=0):
 
 
 def numbers(clip):
-    red = clip[:, 0].mean(dim=(1, 2)) * IMAGENET_STD[0] + IMAGENET_MEAN[0]
-    return [round(float(v) * 255 / 8) for v in red]
+    """Frame numbers of a uint8 clip of :func:`numbered_tracklet` frames."""
+    assert clip.dtype == torch.uint8
+    return [round(float(v) / 8) for v in clip[:, 0].float().mean(dim=(1, 2))]
 
 
 def test_dense_chunks_of_many_tracklets_share_a_batch(tmp_path):
@@ -55,7 +56,10 @@ def test_dense_chunks_of_many_tracklets_share_a_batch(tmp_path):
 def test_dense_accepts_a_per_image_transform_and_rejects_empty_tracklets(tmp_path):
     _, torchreid_test = host.data.transforms.build_transforms(8, 4, transforms=None)
     dataset = DenseClipDataset([numbered_tracklet(tmp_path, 9)], torchreid_test)
-    torch.testing.assert_close(dataset[1]["img"], DenseClipDataset([numbered_tracklet(tmp_path, 9)], TEST)[1]["img"])
+    assert dataset[1]["img"].dtype == torch.float32  # torchreid's ToTensor + Normalize
+    ours = DenseClipDataset([numbered_tracklet(tmp_path, 9)], TEST)[1]["img"]
+    assert ours.dtype == torch.uint8
+    torch.testing.assert_close(dataset[1]["img"], TEST.normaliser(ours))
     with pytest.raises(ValueError, match=r"tracklet 1 \(pid 4, camid 2\) has no frames"):
         DenseClipDataset([numbered_tracklet(tmp_path, 2), ((), 4, 2)], TEST)
 

@@ -10,7 +10,7 @@ from engine_fixtures import TINY_IMAGE_OPTS, tiny_image_config
 
 from tfclip_plugin.cli import main
 from tfclip_plugin.data import build_datamanager
-from tfclip_plugin.data.frames import open_frame
+from tfclip_plugin.data.frames import pixels_to_pil, read_frame
 from tfclip_plugin.engine import runner
 from tfclip_plugin.engine.baselines import ImageSoftmaxBaselineEngine, ImageTripletBaselineEngine
 from tfclip_plugin.engine.build import build_engine, build_model, build_optimization
@@ -87,7 +87,7 @@ def test_image_memory_rows_are_identity_means_of_single_image_features(two_epoch
     assert model.training  # the mode is restored
     label = images[-1][1]
     rows = [i for i, item in enumerate(images) if item[1] == label]
-    frames = torch.stack([datamanager.transform_te(open_frame(images[i][0])) for i in rows])
+    frames = torch.stack([datamanager.transform_te(pixels_to_pil(read_frame(images[i][0]))) for i in rows])
     model.eval()
     with torch.no_grad():
         expected = model.encode_for_memory(frames.unsqueeze(1))  # one-frame clips, no camera ids
@@ -106,8 +106,9 @@ def test_image_batches_are_one_frame_clips_for_every_head(two_epochs, image_root
     assert batch["img"].shape == (32, 3, 64, 32)
     clips, pids, camids = engine.parse_data_for_train(batch)
     assert clips.shape == (32, 1, 3, 64, 32) and torch.equal(clips[:, 0], batch["img"])
+    assert clips.dtype == torch.uint8  # normalised on the device by the engine
     model.train()
-    output = model(clips, camids)
+    output = model(engine.training_input(clips), camids)
     assert output.frame_logits.shape == (32, model.num_classes)  # the TMD frame head sees T = 1
     assert output.v2m_logits.shape == (32, model.num_classes) and len(output.logits) == 3
     engine.epoch, engine.batch_idx = 0, 0

@@ -85,8 +85,10 @@ KEYS: Tuple[Key, ...] = (
         "image data also resize_bicubic, pad_crop, random_erase_pixel (docs/image-reid.md)", "data.video"),
     Key("data.k_tfm", 1, "torchreid's image data: augmented copies per image", "-", "torchreid-compat"),
     Key("data.norm_mean", [0.485, 0.456, 0.406],
-        "normalisation mean (ImageNet, as the reference; CLIP's is 0.4815, 0.4578, 0.4082)", "data.video"),
-    Key("data.norm_std", [0.229, 0.224, 0.225], "normalisation std (CLIP's: 0.2686, 0.2613, 0.2758)", "data.video"),
+        "normalisation mean (ImageNet, as the reference; CLIP's is 0.4815, 0.4578, 0.4082); applied to uint8 batches "
+        "on the device", "data.video, data.image, engine.mixins"),
+    Key("data.norm_std", [0.229, 0.224, 0.225], "normalisation std (CLIP's: 0.2686, 0.2613, 0.2758)",
+        "data.video, data.image, engine.mixins"),
     Key("data.save_dir", "log", "run folder: logs, checkpoints, results.json, test outputs",
         "engine.runner, engine.mixins"),
     Key("data.load_train_targets", False, "torchreid's image data: add the targets' training sets", "-",
@@ -212,8 +214,12 @@ KEYS: Tuple[Key, ...] = (
     Key("tfclip.precision", "fp32", "training autocast: 'fp32' | 'bf16' | 'fp16' (GradScaler for fp16)",
         "engine.engine, engine.mixins",
         "tfclip"),
-    Key("tfclip.test_precision", "", "phase 1 and evaluation autocast: '' = tfclip.precision; 'fp32' | 'bf16' | "
-        "'fp16'", "engine.mixins"),
+    Key("tfclip.test_precision", "", "phase 1, stage-1 features and evaluation autocast: '' = tfclip.precision; "
+        "'fp32' | 'bf16' (also with a bfloat16 copy of the weights; the fp32 weights keep training) | 'fp16'",
+        "engine.mixins"),
+    Key("tfclip.compile", "", "torch.compile mode of the training forward: '' off | 'default' | 'reduce-overhead' | "
+        "'max-autotune' | 'max-autotune-no-cudagraphs' (minutes of compilation on a first run; checkpoints keep the "
+        "plain module's names)", "engine.engine", "tfclip"),
     # tfclip: data
     Key("tfclip.erase_at_size_position", False, "random erasing pasted at the rectangle's size, as the reference's "
         "code does (docs/models.md, 'Where we differ')", "data.video"),

@@ -3,37 +3,50 @@
 torchreid parses the image datasets (Market-1501, MSMT17, DukeMTMC-reID, CUHK03, ... and the plugin's
 ``synthimg``) and builds the loaders: batches ``{'img' (B, 3, H, W), 'pid', 'camid', 'impath', 'dsetid'}``,
 identity-sampled training batches. :func:`build_image_datamanager` then puts the datasets behind
-:class:`CheckedImageDataset` with the transforms of ``data.transforms`` (:mod:`.image_transforms`).
+:class:`CheckedImageDataset` with the transforms of ``data.transforms`` (:mod:`.image_transforms`). Images are
+decoded as the video frames are (:func:`~.frames.read_frame`); 'img' is uint8, normalised on the device by the
+engine, except for training batches under timm's pixel eraser (``random_erase_pixel``), which are the erased
+float32 images (:meth:`~.image_transforms.ImageTransform.loader_output`).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 from yacs.config import CfgNode as CN
 
 from .. import host
 from ..config import activated_config, imagedata_kwargs
 from ..stopping import ignore_stop_signals_in_worker
-from .frames import open_frame
+from .frames import pixels_to_pil, read_frame
 from .image_transforms import ImageTransform, build_image_transforms
 
 
+def transformed_image(transform, path: str) -> torch.Tensor:
+    """The image at ``path`` through ``transform``: an :class:`ImageTransform`'s
+    :meth:`~ImageTransform.loader_output`, or any other per-image transform's output on the Pillow image."""
+    pixels = read_frame(path)
+    if isinstance(transform, ImageTransform):
+        return transform.loader_output(pixels)
+    return transform(pixels_to_pil(pixels))
+
+
 class CheckedImageDataset(host.ImageDataset):
-    """torchreid's ``ImageDataset`` over the same tuples, reading images with :func:`~.frames.open_frame`: a
+    """torchreid's ``ImageDataset`` over the same tuples, reading images with :func:`~.frames.read_frame`: a
     missing or corrupt file raises ``BadFrameError`` naming it (torchreid's ``read_image`` retries an
     unreadable file forever). Items are torchreid's dicts."""
 
     def __getitem__(self, index: int) -> dict:
         img_path, pid, camid, dsetid = self.data[index]
-        return {"img": self.transform(open_frame(img_path)), "pid": int(pid), "camid": int(camid),
+        return {"img": transformed_image(self.transform, img_path), "pid": int(pid), "camid": int(camid),
                 "impath": img_path, "dsetid": int(dsetid)}
 
 
 class ImageListDataset(Dataset):
     """Images of torchreid tuples ``(img_path, pid, camid[, dsetid])`` through ``transform``, in list order.
 
-    Items: ``{'img': (3, H, W), 'index', 'pid', 'camid'}`` (the CLIP-Memory of image data is built from it)."""
+    Items: ``{'img': (3, H, W) as CheckedImageDataset's, 'index', 'pid', 'camid'}``."""
 
     def __init__(self, items: Sequence[tuple], transform) -> None:
         self.items = list(items)
@@ -44,7 +57,8 @@ class ImageListDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         img_path, pid, camid = self.items[index][:3]
-        return {"img": self.transform(open_frame(img_path)), "index": index, "pid": int(pid), "camid": int(camid)}
+        return {"img": transformed_image(self.transform, img_path), "index": index, "pid": int(pid),
+                "camid": int(camid)}
 
 
 def _checked_loader(loader: DataLoader, transform: ImageTransform) -> DataLoader:

@@ -13,11 +13,16 @@ Normalize -> timm's ``RandomErasing(probability=0.5, mode='pixel', max_count=1)`
 ``random_erase_pixel`` timm's pixel-mode random erasing (:class:`PixelErasing`), in normalised space
 ===================== ==================================================================================
 
-The steps run in the order above whatever the order of the names. The transform has two stages, so that a data
-pipeline that ships uint8 pixels and normalises batches on the device can adopt it unchanged:
-:meth:`ImageTransform.pixels` (PIL image -> uint8 (3, H, W): resize, flip, pad and crop, colour eraser) and
+The steps run in the order above whatever the order of the names. The transform has two stages:
+:meth:`ImageTransform.pixels` (image -> uint8 (3, H, W): resize, flip, pad and crop, colour eraser) and
 :meth:`ImageTransform.from_pixels` (uint8 -> normalised float32, then the pixel eraser, which needs normalised
-values; it takes one image (3, H, W) or a batch (N, 3, H, W)).
+values; it takes one image (3, H, W) or a batch (N, 3, H, W)). Loaders ship :meth:`ImageTransform.loader_output`:
+the uint8 pixels, normalised in batches on the device by the engine's ``BatchNormaliser`` (the same float32
+values as :meth:`~ImageTransform.from_pixels`), except with the pixel eraser, whose random draws (Python's
+``random`` for the decision, the torch generator for the noise) interleave per image with those of the uint8
+stage: such a transform ships the erased float32 image from the loader, so seeded runs draw exactly what they
+drew before (erasing the batch on the device afterwards would reorder the draws, and in the main process instead
+of the loader's workers).
 
 Randomness comes from where the reference's transforms take it: flip, crop and the eraser's N(0, 1) fill from a
 torch generator (torchvision's and timm's use torch's default one), the erasing decisions from Python's
@@ -35,7 +40,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, RandomSizedErasing, RandomSource, _channels
+from .frames import pixels_to_pil
+from .transforms import (IMAGENET_MEAN, IMAGENET_STD, BatchNormaliser, RandomSizedErasing, RandomSource, _channels,
+                         shared_normaliser)
 
 IMAGE_TRANSFORMS = ("resize_bicubic", "random_flip", "pad_crop", "random_erase", "random_erase_pixel")
 CLIPREID_PADDING = 10  # CLIP-ReID configs/person/vit_clipreid.yml INPUT.PADDING
@@ -90,19 +97,10 @@ class PixelErasing:
         return images
 
 
-def normalise_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> float32 ``(x / 255 - mean) / std``: torchvision's ToTensor + Normalize, the same
-    float32 operations in the same order."""
-    shape = (3, 1, 1)
-    values = pixels.float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(shape)
-    std_t = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(shape)
-    return values.sub_(mean_t).div_(std_t)
-
-
 @dataclass(frozen=True)
 class ImageTransform:
-    """A PIL image -> normalised float32 (3, height, width).
+    """An image (PIL, or uint8 (3, H', W') pixels as ``frames.read_frame`` decodes them) -> normalised float32
+    (3, height, width); :meth:`loader_output` is what loaders ship.
 
     Args:
         height, width: output size.
@@ -135,10 +133,33 @@ class ImageTransform:
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return self.from_pixels(self.pixels(image, rng, generator), rng, generator)
 
-    def pixels(self, image: Image.Image, rng: Optional[RandomSource] = None,
+    def loader_output(self, image: Union[Image.Image, torch.Tensor], rng: Optional[RandomSource] = None,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """What a loader ships for ``image``: the uint8 pixels (3, height, width) (:attr:`normaliser` makes them
+        model input), or with a pixel eraser the normalised, erased float32 image (``self(image)``), so that its
+        draws stay in each image's place in the sequence of random draws."""
+        if self.pixel_eraser is not None:
+            return self(image, rng, generator)
+        return self.pixels(image, rng, generator)
+
+    @property
+    def normaliser(self) -> BatchNormaliser:
+        """The batched normalisation of this transform's uint8 output (``mean``, ``std``)."""
+        return shared_normaliser(self.mean, self.std)
+
+    def pixels(self, image: Union[Image.Image, torch.Tensor], rng: Optional[RandomSource] = None,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """The uint8 stage: resize, flip, pad and crop, colour eraser -> uint8 (3, height, width)."""
+        """The uint8 stage: resize, flip, pad and crop, colour eraser -> contiguous uint8 (3, height, width).
+        ``image``: a PIL image or uint8 pixels (3, H', W') (taken as they are when no step changes them)."""
         rng = random if rng is None else rng
+        if isinstance(image, torch.Tensor):
+            if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
+                raise ValueError(f"an image must be uint8 (3, H, W) pixels or a PIL image; got {image.dtype} "
+                                 f"{tuple(image.shape)}")
+            plain = not self.flip and not self.padding and self.eraser is None
+            if plain and tuple(image.shape[1:]) == (self.height, self.width):
+                return image.contiguous()
+            image = pixels_to_pil(image)
         if image.mode != "RGB":
             image = image.convert("RGB")
         if image.size != (self.width, self.height):
@@ -157,7 +178,7 @@ class ImageTransform:
     def from_pixels(self, pixels: torch.Tensor, rng: Optional[RandomSource] = None,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The float stage: uint8 (3, H, W) or (N, 3, H, W) -> normalised float32, then the pixel eraser."""
-        values = normalise_pixels(pixels, self.mean, self.std)
+        values = self.normaliser(pixels)
         if self.pixel_eraser is not None:
             self.pixel_eraser(values, rng, generator)
         return values

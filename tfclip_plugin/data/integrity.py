@@ -6,7 +6,7 @@
   A dataset whose lists were checked once in the process is not checked again (torchreid's data manager
   parses each dataset once per split).
 - :func:`check_dataset_frames` (``tfclip-reid check-data``) decodes every frame in parallel with a progress
-  bar and lists the unreadable ones.
+  bar, with the loaders' decoder (:func:`~.frames.read_frame`), and lists the unreadable ones.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .datasets.layout import DatasetLayoutError
-from .frames import BadFrameError, open_frame
+from .frames import BadFrameError, read_frame
 
 SHOWN_PATHS = 5
 _UNLISTED = object()
@@ -104,7 +104,7 @@ def _decode(paths: Sequence[str]) -> List[Tuple[str, str]]:
     failures = []
     for path in paths:
         try:
-            open_frame(path)
+            read_frame(path)
         except BadFrameError as err:
             failures.append((path, str(err)))
     return failures

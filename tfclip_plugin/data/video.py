@@ -12,26 +12,30 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from yacs.config import CfgNode as CN
 
 from .. import host
 from ..config import activated_config, videodata_kwargs
 from ..stopping import ignore_stop_signals_in_worker
-from .frames import FrameReader, set_default_skip_bad_frames
+from .frames import FrameReader, pixels_to_pil, set_default_skip_bad_frames
 from .sampling import TORCHREID_METHODS, dense_chunks, rrs_test_indices, rrs_train_indices, torchreid_indices
+from .image_transforms import ImageTransform
 from .transforms import SequenceTransform, build_sequence_transforms
 
 SAMPLE_METHODS = ("rrs",) + TORCHREID_METHODS
 
 
-def apply_transform(transform, frames: List[Image.Image]) -> torch.Tensor:
-    """(T, 3, H, W): a :class:`SequenceTransform` sees the whole list, any other transform (torchreid's
-    per-image ``Compose``) each frame on its own."""
+def apply_transform(transform, frames: List[torch.Tensor]) -> torch.Tensor:
+    """(T, 3, H, W) from decoded frames (uint8 (3, H', W') each): a :class:`SequenceTransform` sees the whole list
+    and returns uint8; an image transform (``ImageTransform``, the one-frame tracklets of image data) each frame,
+    its :meth:`~.image_transforms.ImageTransform.loader_output`; any other transform (torchreid's per-image
+    ``Compose``, normalised float32 out) each frame on its own as a Pillow image."""
     if isinstance(transform, SequenceTransform):
         return transform(frames)
-    return torch.stack([transform(frame) for frame in frames])
+    if isinstance(transform, ImageTransform):
+        return torch.stack([transform.loader_output(frame) for frame in frames])
+    return torch.stack([transform(pixels_to_pil(frame)) for frame in frames])
 
 
 class TrackletSamplingMixin:
@@ -39,7 +43,8 @@ class TrackletSamplingMixin:
 
     ``sample_method`` 'rrs': mode 'train' -> :func:`rrs_train_indices`, 'query'/'gallery' ->
     :func:`rrs_test_indices`; 'evenly', 'random', 'all' select the frames torchreid selects. ``__getitem__``
-    returns torchreid's dict ``{'img': (T, 3, H, W), 'pid', 'camid', 'dsetid'}``.
+    returns torchreid's dict ``{'img': (T, 3, H, W), 'pid', 'camid', 'dsetid'}``, 'img' uint8 under a
+    :class:`SequenceTransform` (normalised on the device by the engine), float32 under a per-image transform.
 
     Keyword argument ``skip_bad_frames`` (default: ``tfclip.skip_bad_frames`` of the active config): see
     :class:`~tfclip_plugin.data.frames.FrameReader`. Every listed frame must exist once the splits are parsed
@@ -86,7 +91,8 @@ class DenseClipDataset(Dataset):
         seq_len: frames per chunk.
         skip_bad_frames: as :class:`~tfclip_plugin.data.frames.FrameReader`.
 
-    Items: ``{'img': (seq_len, 3, H, W), 'index': tracklet index, 'pid', 'camid'}``. Attributes:
+    Items: ``{'img': (seq_len, 3, H, W) (uint8 under a SequenceTransform), 'index': tracklet index, 'pid',
+    'camid'}``. Attributes:
     ``tracklet_index`` (n_chunks,), ``chunks`` (n_chunks, seq_len) frame indices, ``num_tracklets``.
     """
 

@@ -9,13 +9,13 @@ tensorboard scalars of ``Engine.train``; ``test``; ``update_lr`` (the schedule s
 Overridden: ``run`` (phase 1 before the first epoch; test-set model selection only when asked),
 ``two_stepped_transfer_learning`` (a no-op, so the model's frozen BN biases stay frozen),
 ``parse_data_for_train`` (5-D clips and camera ids; an image batch (B, 3, H, W) becomes B one-frame clips),
-``forward_backward`` (TF-CLIP losses, autocast, GradScaler for fp16) and, through the mixins, ``_evaluate`` and
-``save_model``.
+``forward_backward`` (uint8 clips normalised on the device, TF-CLIP losses, autocast, GradScaler for fp16,
+``tfclip.compile``) and, through the mixins, ``_evaluate`` and ``save_model``.
 """
 from __future__ import annotations
 
 import time
-from typing import Dict
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from yacs.config import CfgNode as CN
@@ -37,6 +37,7 @@ from .mixins import CheckpointMixin, DistributedMixin, ProtocolEvaluationMixin
 from .optim import backward_and_step
 from .prompt_learning import PromptLearningSchedule, learn_prompts, text_image_accuracy
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _TEST_KWARGS = ("dist_metric", "normalize_feature", "visrank", "visrank_topk", "use_metric_cuhk03", "ranks", "rerank")
 SELECTION_EVAL_FREQ = 2  # the reference evaluates (and selects) every 2 epochs
 
@@ -69,9 +70,13 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
             use_gpu=self.use_gpu, table="i2t" if model.memory_mode == "text" else "v2m",
         )
         autocast(self.device, t.precision)  # validates tfclip.precision
+        if t.compile and t.compile not in COMPILE_MODES:
+            raise ValueError(f"tfclip.compile must be '' (off) or a torch.compile mode ({', '.join(COMPILE_MODES)}); "
+                             f"got {t.compile!r}")
         self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
         self.phase1_seconds = 0.0
         self.stage1_history: Dict[str, object] = {}
+        self._compiled: Optional[Tuple[torch.nn.Module, Callable]] = None
 
     def prepare_distributed_training(self, start_epoch: int) -> None:
         """Training in a process group: the train loader from ``distributed.distributed_train_loader``, the
@@ -102,7 +107,8 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         settings = {
             "model": cfg.model.name, "height": cfg.data.height, "width": cfg.data.width,
             "norm_mean": list(cfg.data.norm_mean), "norm_std": list(cfg.data.norm_std),
-            "seq_len": cfg.video.seq_len, "precision": self.test_precision,
+            "seq_len": cfg.video.seq_len,
+            "precision": "bf16 weights" if self.test_precision == "bf16" else self.test_precision,
         }
         if self.image_data:
             settings.update(data_type="image", seq_len=1)
@@ -130,11 +136,12 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         if memory is None:
             print(f"=> Phase 1: CLIP-Memory from {len(tracklets)} training tracklets "
                   f"(frozen encoder, dense {seq_len}-frame chunks, no SIE)")
-            memory = build_clip_memory(
-                self.model, tracklets, self.datamanager.transform_te, self.model.num_classes,
-                seq_len=seq_len, batch_size=cfg.test.batch_size, workers=cfg.data.workers,
-                device=self.device, precision=self.test_precision,
-            )
+            with self.evaluation_weights() as model:
+                memory = build_clip_memory(
+                    model, tracklets, self.datamanager.transform_te, model.num_classes,
+                    seq_len=seq_len, batch_size=cfg.test.batch_size, workers=cfg.data.workers,
+                    device=self.device, precision=self.test_precision, normaliser=self.normaliser,
+                )
             if key is not None and is_main_process():
                 store_cached_memory(cfg.tfclip.memory_cache, key, memory, self.memory_settings())
         self.model.set_memory(memory.to(self.device))
@@ -157,11 +164,12 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         if features is None:
             print(f"=> Stage 1: features of {len(tracklets)} training {'images' if seq_len == 1 else 'tracklets'} "
                   f"(frozen encoder, {seq_len}-frame chunks, no SIE)")
-            features = training_features(
-                self.model, tracklets, self.datamanager.transform_te, seq_len=seq_len,
-                batch_size=cfg.test.batch_size, workers=cfg.data.workers, device=self.device,
-                precision=self.test_precision, desc="Stage-1 features",
-            )
+            with self.evaluation_weights() as model:
+                features = training_features(
+                    model, tracklets, self.datamanager.transform_te, seq_len=seq_len,
+                    batch_size=cfg.test.batch_size, workers=cfg.data.workers, device=self.device,
+                    precision=self.test_precision, desc="Stage-1 features", normaliser=self.normaliser,
+                )
             if key is not None and is_main_process():
                 store_cached_memory(cfg.tfclip.memory_cache, key, features, self.memory_settings(), "stage1-features")
         return features, labels
@@ -260,12 +268,22 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         """Test features (B, D) with the camera ids reaching SIE."""
         return self.model(clips, camids)
 
+    def training_forward(self) -> Callable:
+        """``training_model`` (the model, or DistributedDataParallel around it), wrapped on first use by
+        ``torch.compile(mode=tfclip.compile)`` when that is set. Checkpoints keep the model's own state dict."""
+        mode = self.cfg.tfclip.compile
+        if not mode:
+            return self.training_model
+        if self._compiled is None or self._compiled[0] is not self.training_model:
+            self._compiled = (self.training_model, torch.compile(self.training_model, mode=mode))
+        return self._compiled[1]
+
     def forward_backward(self, data) -> Dict[str, float]:
         imgs, pids, camids = self.parse_data_for_train(data)
-        imgs = imgs.to(self.device, non_blocking=True)
+        imgs = self.training_input(imgs)
         pids, camids = pids.to(self.device), camids.to(self.device)
         with autocast(self.device, self.cfg.tfclip.precision):
-            output = self.training_model(imgs, camids)
+            output = self.training_forward()(imgs, camids)
         terms = self.criterion(output, pids)
         loss = terms["loss"]
         if not torch.isfinite(loss):

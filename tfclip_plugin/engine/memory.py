@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.transforms import BatchNormaliser
 from ..files.checkpoint_file import load_checkpoint, save_checkpoint
 from ..distributed import gather_shards
 from ..stopping import raise_if_stop_requested
@@ -65,9 +66,11 @@ def training_features(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     desc: str = "CLIP-Memory",
+    normaliser: Optional[BatchNormaliser] = None,
 ) -> torch.Tensor:
     """(N, E) float32: per training tracklet (torchreid tuples ``(img_paths, pid, camid[, dsetid])``, seen
-    through the test ``transform``) the mean over its dense ``seq_len``-frame chunks of
+    through the test ``transform``: uint8 clips, normalised on ``device`` by ``normaliser``, default the
+    transform's) the mean over its dense ``seq_len``-frame chunks of
     ``model.encode_for_memory`` (projected CLS averaged over frames, no SIE); ``seq_len`` 1 for one-frame
     tracklets (images).
 
@@ -83,7 +86,8 @@ def training_features(
 
     def block_features(block: range) -> torch.Tensor:
         dataset = DenseClipDataset([tracklets[i] for i in block], transform, seq_len=seq_len)
-        return dense_tracklet_features(encode, dataset, batch_size, workers, device, precision, desc=desc)
+        return dense_tracklet_features(encode, dataset, batch_size, workers, device, precision, desc=desc,
+                                       normaliser=normaliser)
 
     was_training = model.training
     model.eval()
@@ -103,10 +107,12 @@ def build_clip_memory(
     workers: int = 0,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    normaliser: Optional[BatchNormaliser] = None,
 ) -> torch.Tensor:
     """The CLIP-Memory (num_classes, E) float32 of ``model`` on training ``tracklets``: the identity means
     (:func:`identity_means`) of their :func:`training_features`."""
-    features = training_features(model, tracklets, transform, seq_len, batch_size, workers, device, precision)
+    features = training_features(model, tracklets, transform, seq_len, batch_size, workers, device, precision,
+                                 normaliser=normaliser)
     return identity_means(features, [t[1] for t in tracklets], num_classes)
 
 

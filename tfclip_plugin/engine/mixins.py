@@ -7,9 +7,10 @@ protocol.
 """
 from __future__ import annotations
 
+import contextlib
 import os.path as osp
 import time
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from .. import host
+from ..data.transforms import build_normaliser
 from ..distributed import (
     NullSummaryWriter, gather_shards, is_distributed, is_main_process, max_over_ranks, save_on_main_process,
     shard_loader, training_epoch,
@@ -26,7 +28,7 @@ from ..files.atomic import WriteFailedError
 from ..files.checkpoint_file import checkpoint_path, rng_state
 from ..files.test_outputs import save_test_outputs, target_outputs_path
 from ..stopping import TrainingStopped, raise_if_stop_requested, requested_signal
-from .features import PRECISIONS, dense_tracklet_features, loader_features
+from .features import PRECISIONS, bf16_weights, dense_tracklet_features, loader_features
 from .recovery import EvaluationFailedError
 
 TEST_SAMPLINGS = ("dense", "rrs")
@@ -46,6 +48,11 @@ class ProtocolEvaluationMixin:
     of the tracklets and the features are gathered in dataset order; rank 0 alone writes test outputs and
     visrank. Subclasses define ``encode_clips``.
 
+    Loaders ship uint8 clips (images); ``normaliser`` (``data.norm_mean`` / ``data.norm_std``) makes them
+    normalised float32 on the engine's device, for evaluation and, through :meth:`training_input`, for training
+    steps (float batches pass unchanged). With ``tfclip.test_precision`` 'bf16' evaluation, phase 1 and the
+    stage-1 features run a bfloat16 copy of the model (:meth:`evaluation_weights`).
+
     A stop request (``stopping``) ends the evaluation before the next batch. When the evaluation of a run that
     trained fails (an unreadable test frame, a bad split), ``recovery.EvaluationFailedError`` names the checkpoint
     that keeps the training and the command that evaluates it once the data is fixed.
@@ -62,6 +69,7 @@ class ProtocolEvaluationMixin:
             raise ValueError(f"tfclip.test_precision must be '' (= tfclip.precision) or one of "
                              f"{', '.join(PRECISIONS)}; got {cfg.tfclip.test_precision!r}")
         self.cfg = cfg
+        self.normaliser = build_normaliser(cfg.data.norm_mean, cfg.data.norm_std)
         self.sampling_override: Optional[str] = None
         self.test_results: Dict[str, dict] = {}
         self.last_result: Optional[dict] = None
@@ -86,8 +94,29 @@ class ProtocolEvaluationMixin:
 
     @property
     def test_precision(self) -> str:
-        """Autocast precision of phase 1 and evaluation: ``tfclip.test_precision``, else ``tfclip.precision``."""
+        """Precision of phase 1 and evaluation: ``tfclip.test_precision``, else ``tfclip.precision`` (autocast;
+        'bf16' also with bfloat16 weights, :meth:`evaluation_weights`)."""
         return self.cfg.tfclip.test_precision or self.cfg.tfclip.precision
+
+    def training_input(self, clips: torch.Tensor) -> torch.Tensor:
+        """A training batch's clips (B, T, 3, H, W), uint8 from the loader, as normalised float32 on the device
+        (on the CPU written into the normaliser's buffer, reused by every step; float clips pass unchanged)."""
+        return self.normaliser.stream(self.device)(clips)
+
+    @contextlib.contextmanager
+    def evaluation_weights(self) -> Iterator[torch.nn.Module]:
+        """Inside the block ``self.model`` (what ``encode_clips`` and torchreid's ``extract_features`` call) is the
+        model phase 1 and evaluation run, and is yielded: under test precision 'bf16' a bfloat16 copy made now
+        (the fp32 master weights and the optimizer are untouched), else the model itself."""
+        model = self.model
+        if self.test_precision != "bf16":
+            yield model
+            return
+        self.model = bf16_weights(model)
+        try:
+            yield self.model
+        finally:
+            self.model = model
 
     def encode_clips(self, clips: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
         """Clip features (B, D) of clips (B, T, 3, H, W); torchreid's ``extract_features`` by default."""
@@ -103,7 +132,7 @@ class ProtocolEvaluationMixin:
         if self.test_sampling in ("rrs", "image"):
             return gather_shards(lambda block: loader_features(
                 self._encode_unless_stopped, shard_loader(loader, block), self.device, self.test_precision,
-                desc=f"{name} {split}",
+                desc=f"{name} {split}", normaliser=self.normaliser,
             ), len(loader.dataset))
         from ..data.video import DenseClipDataset
 
@@ -114,7 +143,7 @@ class ProtocolEvaluationMixin:
             DenseClipDataset([tracklets[i] for i in block], self.datamanager.transform_te,
                              seq_len=self.cfg.video.seq_len),
             self.cfg.test.batch_size, self.cfg.data.workers, self.device, self.test_precision,
-            desc=f"{name} {split} (dense)",
+            desc=f"{name} {split} (dense)", normaliser=self.normaliser,
         ), len(tracklets))
         return features, np.array([t[1] for t in tracklets]), np.array([t[2] for t in tracklets])
 
@@ -150,8 +179,9 @@ class ProtocolEvaluationMixin:
         started = time.time()
         protocol, sampling = self.protocol, self.test_sampling
         print(f"Extracting features ({sampling} sampling) ...")
-        qf, q_pids, q_camids = self.tracklet_features(dataset_name, "query", query_loader)
-        gf, g_pids, g_camids = self.tracklet_features(dataset_name, "gallery", gallery_loader)
+        with self.evaluation_weights():
+            qf, q_pids, q_camids = self.tracklet_features(dataset_name, "query", query_loader)
+            gf, g_pids, g_camids = self.tracklet_features(dataset_name, "gallery", gallery_loader)
         print(f"Query {tuple(qf.shape)}, gallery {tuple(gf.shape)}")
         if normalize_feature:
             qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
