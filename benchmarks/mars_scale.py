@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import glob
 import itertools
-import json
 import os
 import os.path as osp
 import shutil

@@ -183,3 +183,53 @@ def test_precision_sets_autocast_and_a_grad_scaler_for_fp16_only(data_root, tmp_
     with pytest.raises(ValueError, match="tfclip.precision must be one of"):
         build_engine(tiny_config(data_root, str(tmp_path), "tfclip.precision", "fp8"), datamanager, model,
                      *build_optimization(cfg, model))
+
+
+def test_select_on_test_resumed_run_keeps_the_uninterrupted_runs_selection(data_root, tmp_path):
+    """A run stopped after epoch 1 and resumed with ``model.resume auto`` takes up epoch 1's score from
+    model-best.pth.tar: it selects and finally tests what the uninterrupted run does (with the best at epoch 1,
+    a resumed run that forgot it would keep epoch 2)."""
+    opts = ("tfclip.select_on_test", "True", "test.eval_freq", "1", "train.lr", "3e-3")
+    whole = run_single(tiny_config(data_root, str(tmp_path / "whole"), *opts))
+    part_dir = str(tmp_path / "part")
+    run_single(tiny_config(data_root, part_dir, *opts, "train.max_epoch", "1"))
+    resumed = run_single(tiny_config(data_root, part_dir, *opts, "model.resume", "auto"))
+    assert whole["best_epoch"] == 1
+    assert resumed["best_epoch"] == 1
+    assert resumed["results"]["synthvid"]["mAP"] == whole["results"]["synthvid"]["mAP"]
+    assert resumed["results"]["synthvid"]["cmc"] == whole["results"]["synthvid"]["cmc"]
+    log = open(sorted(glob.glob(os.path.join(part_dir, "train.log-*")))[-1]).read()
+    assert "the best so far is epoch 1" in log
+
+
+def test_restore_selection_ignores_a_best_checkpoint_from_after_the_resumed_epoch(tmp_path, capsys):
+    from tfclip_plugin.engine.mixins import CheckpointMixin
+    from tfclip_plugin.files.checkpoint_file import checkpoint_path, save_checkpoint
+
+    best = checkpoint_path(str(tmp_path), "best")
+    os.makedirs(os.path.dirname(best))
+    save_checkpoint({"state_dict": {}, "epoch": 3, "rank1": 0.5, "mAP": 0.25}, best)
+    engine = CheckpointMixin()
+    engine.cfg = CN({"tfclip": CN({"select_on_test": True})})
+    engine.restore_selection(str(tmp_path), 2)
+    assert (engine.best_score, engine.best_epoch, engine.best_checkpoint) == (float("-inf"), None, None)
+    assert "ignoring" in capsys.readouterr().out
+    engine.restore_selection(str(tmp_path), 3)
+    assert (engine.best_score, engine.best_epoch, engine.best_checkpoint) == (0.75, 3, best)
+    engine.cfg.tfclip.select_on_test = False
+    fresh = CheckpointMixin()
+    fresh.cfg = engine.cfg
+    fresh.restore_selection(str(tmp_path), 3)
+    assert fresh.best_epoch is None
+
+
+def test_evaluating_during_training_leaves_the_training_unchanged(two_epochs, data_root, tmp_path):
+    """An evaluation after epoch 1 (its loaders draw seeds from the global streams) restores the random
+    streams: epoch 2 trains on the same batches and reaches the same weights as the run without it."""
+    _, plain_dir = two_epochs
+    run_single(tiny_config(data_root, str(tmp_path), "test.eval_freq", "1"))
+    evaluated = load_checkpoint(os.path.join(str(tmp_path), "model", "model.pth.tar-2"))
+    plain = load_checkpoint(os.path.join(plain_dir, "model", "model.pth.tar-2"))
+    assert evaluated["mAP"] > 0.0
+    for name, value in plain["state_dict"].items():
+        torch.testing.assert_close(evaluated["state_dict"][name], value, rtol=0, atol=0, msg=name)

@@ -25,7 +25,7 @@ from ..distributed import (
 )
 from ..evaluation import QUERY_IN_GALLERY, evaluate_distmat, protocol_gallery, resolve_protocol
 from ..files.atomic import WriteFailedError
-from ..files.checkpoint_file import checkpoint_path, rng_state
+from ..files.checkpoint_file import checkpoint_path, load_checkpoint, rng_state, set_rng_state
 from ..files.test_outputs import save_test_outputs, target_outputs_path
 from ..stopping import TrainingStopped, raise_if_stop_requested, requested_signal
 from .features import PRECISIONS, bf16_weights, dense_tracklet_features, loader_features
@@ -149,7 +149,13 @@ class ProtocolEvaluationMixin:
 
     def test(self, *args, **kwargs):
         """torchreid's ``Engine.test``; a failure after training is an :class:`EvaluationFailedError` naming the
-        trained checkpoint (``last_checkpoint``) and the command that evaluates it."""
+        trained checkpoint (``last_checkpoint``) and the command that evaluates it.
+
+        Evaluation leaves the python, numpy and torch random streams as it found them (its loaders draw seeds
+        from them): training after an evaluation draws what it would have drawn without one, so ``eval_freq``
+        and test-set selection do not change the training, and a run resumed from the checkpoint written before
+        an evaluation continues exactly as the uninterrupted run did."""
+        streams = rng_state()
         try:
             return super().test(*args, **kwargs)
         except (WriteFailedError, TrainingStopped):
@@ -160,6 +166,8 @@ class ProtocolEvaluationMixin:
                 raise
             raise EvaluationFailedError(exc, checkpoint, int(getattr(self, "epoch", 0)) + 1,
                                         self.cfg.data.save_dir) from exc
+        finally:
+            set_rng_state(streams)
 
     @torch.no_grad()
     def _evaluate(
@@ -252,8 +260,8 @@ class IterationsUntilStopped:
 class CheckpointMixin:
     """Replaces torchreid's ``Engine.save_model``: atomic files, rank1 as float, config and RNG states
     inside; a ``model/checkpoint-latest.pth.tar`` after every epoch (resume, NaN reports); with
-    ``tfclip.select_on_test`` the best R1+mAP checkpoint is kept as ``model-best.pth.tar``.
-    ``train_seconds`` sums the wall time of the training epochs. Under torchrun rank 0 alone writes.
+    ``tfclip.select_on_test`` the best R1+mAP checkpoint is kept as ``model-best.pth.tar`` (a resumed run takes
+    up its score: :meth:`restore_selection`). ``train_seconds`` sums the wall time of the training epochs. Under torchrun rank 0 alone writes.
     Training iterates :class:`IterationsUntilStopped`: a stop request ends the epoch between two iterations,
     leaving the previous epoch's checkpoint as the latest."""
 
@@ -294,6 +302,23 @@ class CheckpointMixin:
                 print(f"Test-set model selection: epoch {epoch + 1} is the best so far (R1+mAP {score:.4f})")
         if is_best:
             self.best_checkpoint = save_on_main_process(state, checkpoint_path(save_dir, "best"))
+
+    def restore_selection(self, save_dir: str, epochs_done: int) -> None:
+        """After resuming a run of ``save_dir`` at ``epochs_done`` epochs with ``tfclip.select_on_test``: take up
+        the best R1+mAP so far from its ``model-best.pth.tar`` (score, epoch, path), so that the resumed run keeps
+        and finally tests the checkpoint an uninterrupted run would. A best file of a later epoch belongs to a
+        run resumed from an older checkpoint and is ignored (the next best evaluation replaces it)."""
+        path = checkpoint_path(save_dir, "best")
+        if not self.cfg.tfclip.select_on_test or not osp.isfile(path):
+            return
+        best = load_checkpoint(path, mmap=True)
+        if int(best["epoch"]) > epochs_done:
+            print(f"Test-set model selection: ignoring {path} (epoch {best['epoch']}, after the resumed epoch "
+                  f"{epochs_done})")
+            return
+        self.best_score = float(best["rank1"]) + float(best["mAP"])
+        self.best_epoch, self.best_checkpoint = int(best["epoch"]), path
+        print(f"Test-set model selection: the best so far is epoch {self.best_epoch} (R1+mAP {self.best_score:.4f})")
 
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> None:
         started = time.time()

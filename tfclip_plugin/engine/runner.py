@@ -178,6 +178,7 @@ def _train_and_test(cfg: CN, resume_from: str, why: str, started: float) -> Dict
         run_kwargs["start_epoch"] = resume(resume_from, model, optimizer, scheduler, engine.scaler)
         engine.last_checkpoint = resume_from
         done = run_kwargs["start_epoch"]
+        engine.restore_selection(save_dir, done)
         print(f"Resumed from {resume_from}: " + (f"continuing at epoch {done + 1}" if done < cfg.train.max_epoch else
                                                   f"{done} epochs trained, testing"))
     engine.prepare_distributed(run_kwargs["start_epoch"])
