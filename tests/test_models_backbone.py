@@ -4,11 +4,9 @@ import torch
 from open_clip.model import ModifiedResNet
 from open_clip.transformer import QuickGELU, VisionTransformer
 
+from model_fixtures import TINY_RN, TINY_VIT
 from tfclip_plugin.models import build_tfclip
 from tfclip_plugin.models.backbone import ResNetBackbone, ViTBackbone, build_backbone, grid_shape
-
-TINY_VIT = dict(vision_width=64, vision_layers=2, embed_dim=64)
-TINY_RN = dict(vision_width=16, vision_layers=1, embed_dim=64)
 
 
 def _frames(n=3, height=64, width=32, seed=0):

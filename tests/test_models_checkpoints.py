@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from model_fixtures import TINY_VIT
 from tfclip_plugin.models import build_tfclip, checkpoint_generation, load_official_checkpoint, load_tfclip_state_dict
 
-TINY_VIT = dict(vision_width=64, vision_layers=2, embed_dim=64)
 GENERATIONS = {"github": ("SSP.", "TMD.resblocks.0."), "mars-release": ("prompts_generator.", "SAT.resblocks.0."),
                "pre-release": ("prompts_generator.", "SAT.resblocks.0.")}
 SSP_OF = {"github": "released", "mars-release": "released", "pre-release": "paper"}

@@ -3,41 +3,13 @@ import pytest
 import torch
 from torch import nn
 
+from model_fixtures import C, CAMS, TINY_VIT, clips, no_dropout_train, rn50, vit
 from tfclip_plugin import host
 from tfclip_plugin.config import get_default_config, set_active_config
 from tfclip_plugin.models import TFCLIPOutput, build_tfclip
 from tfclip_plugin.registry import torchreid_builder
 from tfclip_plugin.models.ssp import PaperSSP, ReleasedSSP
 from tfclip_plugin.models.temporal import TemporalConv1d, TemporalMemoryDiffusion
-
-TINY_VIT = dict(vision_width=64, vision_layers=2, embed_dim=64)
-TINY_RN = dict(vision_width=16, vision_layers=1, embed_dim=64)
-C = 5
-
-
-def vit(**options):
-    torch.manual_seed(0)
-    return build_tfclip("tfclip_vit", C, 3, height=64, width=32, **{**TINY_VIT, **options})
-
-
-def rn50(**options):
-    torch.manual_seed(0)
-    return build_tfclip("tfclip_rn50", C, 1, height=64, width=32, **{**TINY_RN, **options})
-
-
-def clips(b=2, t=3, seed=0):
-    return torch.randn(b, t, 3, 64, 32, generator=torch.Generator().manual_seed(seed))
-
-
-def no_dropout_train(model):
-    model.train()
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.eval()
-    return model
-
-
-CAMS = torch.tensor([0, 2])
 
 
 def test_eval_output_is_the_pre_bn_features_concatenated():

@@ -4,33 +4,12 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
 
+from model_fixtures import C, CAMS, clips, no_dropout_train, vit
 from test_models_checkpoints import tiny, to_official
 from tfclip_plugin.engine.build import load_weights
 from tfclip_plugin.models import build_tfclip, load_official_checkpoint, model_complexity
 from tfclip_plugin.models.temporal import TemporalMemoryConstruction, TemporalMemoryDiffusion
-
-TINY_VIT = dict(vision_width=64, vision_layers=2, embed_dim=64)
-C = 5
-CAMS = torch.tensor([0, 2])
-
-
-def vit(**options):
-    torch.manual_seed(0)
-    return build_tfclip("tfclip_vit", C, 3, height=64, width=32, **{**TINY_VIT, **options})
-
-
-def clips(b=2, t=3, seed=0):
-    return torch.randn(b, t, 3, 64, 32, generator=torch.Generator().manual_seed(seed))
-
-
-def no_dropout_train(model):
-    model.train()
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.eval()
-    return model
 
 
 def test_tmc_is_the_mean_of_the_frame_tokens_and_its_memory_token():

@@ -8,11 +8,10 @@ from open_clip.model import CLIP
 from safetensors.torch import save_file
 from torch import nn
 
+from model_fixtures import TINY_RN, TINY_VIT
 from tfclip_plugin.models import build_tfclip
 from tfclip_plugin.models.clip_weights import is_torchscript_archive, resize_grid_embedding
 
-TINY_VIT = dict(vision_width=64, vision_layers=2, embed_dim=64)
-TINY_RN = dict(vision_width=16, vision_layers=1, embed_dim=64)
 TEXT = dict(context_length=8, vocab_size=50, width=64, heads=1, layers=1)
 
 
