@@ -12,7 +12,7 @@ Each timing is the median of ``--repeats`` runs with a warm page cache (the firs
 is warm too; a cold cache on a network file system costs more per call, and more for ``stat``, which makes one
 round trip per file).
 
-    python benchmarks/frame_check.py --root /tmp/frame_check          # 1.19M frames, 1,261 folders
+    python benchmarks/frame_check.py --root ../frame_check          # 1.19M frames, 1,261 folders
 """
 from __future__ import annotations
 

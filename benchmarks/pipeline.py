@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 HERE = osp.dirname(osp.abspath(__file__))
+REPO = osp.dirname(HERE)
 CHILD_MARK = "PIPELINE-CHILD "
 TINY_TOWER = {"vision_width": 64, "vision_layers": 1, "embed_dim": 64}
 SEQ_LEN = 8
@@ -239,7 +240,7 @@ def child(spec: Dict) -> Dict:
                        "pil_decode": (pil.wall, pil.cpu), "null_model_test": (null_results["wall_seconds"]["test"],
                                                                               null.cpu)})
     least = {k: tuple(min(r[k][i] for r in rounds) for i in (0, 1)) for k in rounds[0]}
-    out = {"tfclip_plugin": osp.dirname(osp.dirname(osp.abspath(tfclip_plugin.__file__))),
+    out = {"tfclip_plugin": shown_path(osp.dirname(osp.dirname(osp.abspath(tfclip_plugin.__file__)))),
            "frames": len(paths), "clips": sum(sizes), "rounds": spec["rounds"],
            "test_s": least["test"][0], "model_s": round(least["model"][0], 3),
            "pil_decode_s": round(least["pil_decode"][0], 3), "null_model_test_s": least["null_model_test"][0],
@@ -267,6 +268,11 @@ def run_child(tree: str, spec: Dict) -> Dict:
     if done.returncode or not lines:
         raise RuntimeError(f"measurement in {tree} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(lines[-1][len(CHILD_MARK):])
+
+
+def shown_path(tree: str) -> str:
+    """``tree`` relative to this checkout ('.' for itself): the records name no machine's folders."""
+    return osp.relpath(tree, REPO)
 
 
 def tree_commit(tree: str) -> str:
@@ -408,11 +414,11 @@ def main() -> None:
     gemm = gemm_rates(cpu, 1032, 5)
     base = {"cpu": info["cpu"], "gemm_gflops": {"fp32": gemm["fp32_gflops"], "bf16": gemm["bf16_gflops"]},
             "threads": 1}
-    trees = {"after": osp.dirname(HERE)}
+    trees = {"after": REPO}
     if args.before_tree:
         trees = {"before": osp.abspath(args.before_tree), **trees}
     emit({"benchmark": "pipeline", "machine": info, "args": vars(args), "gemm": gemm,
-          "trees": {name: {"path": path, "commit": tree_commit(path)} for name, path in trees.items()}})
+          "trees": {name: {"path": shown_path(path), "commit": tree_commit(path)} for name, path in trees.items()}})
     with tempfile.TemporaryDirectory() as scratch:
         root = args.root or scratch
         started = time.perf_counter()
