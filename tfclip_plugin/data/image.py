@@ -10,26 +10,14 @@ float32 images (:meth:`~.image_transforms.ImageTransform.loader_output`).
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from yacs.config import CfgNode as CN
 
 from .. import host
 from ..config import activated_config, imagedata_kwargs
-from ..stopping import ignore_stop_signals_in_worker
-from .frames import pixels_to_pil, read_frame
-from .image_transforms import ImageTransform, build_image_transforms
-
-
-def transformed_image(transform, path: str) -> torch.Tensor:
-    """The image at ``path`` through ``transform``: an :class:`ImageTransform`'s
-    :meth:`~ImageTransform.loader_output`, or any other per-image transform's output on the Pillow image."""
-    pixels = read_frame(path)
-    if isinstance(transform, ImageTransform):
-        return transform.loader_output(pixels)
-    return transform(pixels_to_pil(pixels))
+from .frames import read_frame
+from .image_transforms import ImageTransform, build_image_transforms, frame_output
+from .video import install_transforms, rebuilt_loader
 
 
 class CheckedImageDataset(host.ImageDataset):
@@ -39,47 +27,16 @@ class CheckedImageDataset(host.ImageDataset):
 
     def __getitem__(self, index: int) -> dict:
         img_path, pid, camid, dsetid = self.data[index]
-        return {"img": transformed_image(self.transform, img_path), "pid": int(pid), "camid": int(camid),
+        return {"img": frame_output(self.transform, read_frame(img_path)), "pid": int(pid), "camid": int(camid),
                 "impath": img_path, "dsetid": int(dsetid)}
-
-
-class ImageListDataset(Dataset):
-    """Images of torchreid tuples ``(img_path, pid, camid[, dsetid])`` through ``transform``, in list order.
-
-    Items: ``{'img': (3, H, W) as CheckedImageDataset's, 'index', 'pid', 'camid'}``."""
-
-    def __init__(self, items: Sequence[tuple], transform) -> None:
-        self.items = list(items)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        img_path, pid, camid = self.items[index][:3]
-        return {"img": transformed_image(self.transform, img_path), "index": index, "pid": int(pid),
-                "camid": int(camid)}
 
 
 def _checked_loader(loader: DataLoader, transform: ImageTransform) -> DataLoader:
     """``loader`` over a :class:`CheckedImageDataset` of the same tuples and mode with ``transform`` (same sampler,
     batch size, workers, drop_last)."""
     dataset = loader.dataset
-    checked = CheckedImageDataset(dataset.train, dataset.query, dataset.gallery, transform=transform,
-                                  mode=dataset.mode, verbose=False)
-    return DataLoader(checked, sampler=loader.sampler, batch_size=loader.batch_size, num_workers=loader.num_workers,
-                      pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-                      worker_init_fn=ignore_stop_signals_in_worker)
-
-
-def install_image_transforms(datamanager, train: ImageTransform, test: ImageTransform) -> None:
-    """Put ``train`` on the train loader and ``test`` on every query/gallery loader (as
-    :class:`CheckedImageDataset`), and on ``datamanager.transform_tr`` / ``transform_te``."""
-    datamanager.train_loader = _checked_loader(datamanager.train_loader, train)
-    for loaders in datamanager.test_loader.values():
-        for split in ("query", "gallery"):
-            loaders[split] = _checked_loader(loaders[split], test)
-    datamanager.transform_tr, datamanager.transform_te = train, test
+    return rebuilt_loader(loader, CheckedImageDataset(dataset.train, dataset.query, dataset.gallery,
+                                                      transform=transform, mode=dataset.mode, verbose=False))
 
 
 def build_image_datamanager(cfg: CN):
@@ -94,6 +51,6 @@ def build_image_datamanager(cfg: CN):
     )
     with activated_config(cfg):
         datamanager = host.ImageDataManager(**imagedata_kwargs(cfg))
-    install_image_transforms(datamanager, train, test)
+    install_transforms(datamanager, train, test, _checked_loader)
     print(f"Image transforms: train {train}\n                  test {test}")
     return datamanager

@@ -36,13 +36,12 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .frames import pixels_to_pil
-from .transforms import (IMAGENET_MEAN, IMAGENET_STD, BatchNormaliser, RandomSizedErasing, RandomSource, _channels,
-                         shared_normaliser)
+from .frames import pil_to_pixels, pixels_to_pil
+from .transforms import (IMAGENET_MEAN, IMAGENET_STD, BatchNormaliser, RandomSizedErasing, RandomSource,
+                         shared_normaliser, transform_settings)
 
 IMAGE_TRANSFORMS = ("resize_bicubic", "random_flip", "pad_crop", "random_erase", "random_erase_pixel")
 CLIPREID_PADDING = 10  # CLIP-ReID configs/person/vit_clipreid.yml INPUT.PADDING
@@ -173,7 +172,7 @@ class ImageTransform:
             image = image.crop((left, top, left + self.width, top + self.height))
         if self.eraser is not None:
             image = self.eraser(image, rng)
-        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+        return pil_to_pixels(image).contiguous()
 
     def from_pixels(self, pixels: torch.Tensor, rng: Optional[RandomSource] = None,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -182,6 +181,15 @@ class ImageTransform:
         if self.pixel_eraser is not None:
             self.pixel_eraser(values, rng, generator)
         return values
+
+
+def frame_output(transform, pixels: torch.Tensor) -> torch.Tensor:
+    """One decoded frame (uint8 (3, H, W)) through a per-image transform: an :class:`ImageTransform`'s
+    :meth:`~ImageTransform.loader_output`, or any other transform's output on the Pillow image (torchreid's
+    ``Compose``: normalised float32)."""
+    if isinstance(transform, ImageTransform):
+        return transform.loader_output(pixels)
+    return transform(pixels_to_pil(pixels))
 
 
 def build_image_transforms(
@@ -197,16 +205,8 @@ def build_image_transforms(
     ``norm_mean``/``norm_std`` None -> ImageNet statistics. The test transform is the bilinear resize and the
     normalisation. ``erase_at_size_position`` = ``tfclip.erase_at_size_position`` (``random_erase`` only).
     """
-    names = [transforms] if isinstance(transforms, str) else list(transforms or [])
-    names = [name.lower() for name in names]
-    unknown = [name for name in names if name not in IMAGE_TRANSFORMS]
-    if unknown:
-        raise ValueError(f"unknown transform(s) {unknown} in data.transforms for image data; known: "
-                         f"{', '.join(IMAGE_TRANSFORMS)}")
-    if height < 1 or width < 1:
-        raise ValueError(f"data.height and data.width must be positive; got {height}x{width}")
-    mean = _channels(norm_mean, IMAGENET_MEAN, "data.norm_mean")
-    std = _channels(norm_std, IMAGENET_STD, "data.norm_std")
+    names, mean, std = transform_settings(height, width, transforms, IMAGE_TRANSFORMS, norm_mean, norm_std,
+                                          data_kind="image data")
     train = ImageTransform(
         height, width, mean, std,
         resample="bicubic" if "resize_bicubic" in names else "bilinear",

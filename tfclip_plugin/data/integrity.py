@@ -47,10 +47,11 @@ def split_paths(tracklets: Sequence[tuple]) -> List[str]:
     return list(dict.fromkeys(path for item in tracklets for path in item[0]))
 
 
-def missing_paths(paths: Iterable[str]) -> List[str]:
+def missing_paths(paths: Iterable[str], listings: Optional[Dict[str, object]] = None) -> List[str]:
     """The ``paths`` that do not exist, each once, in the order given: one ``os.scandir`` per distinct folder
-    (a missing folder makes all of its paths missing)."""
-    listings: Dict[str, object] = {}
+    (a missing folder makes all of its paths missing). ``listings`` (folder -> names) carries the folders already
+    listed from one call to the next (splits that share folders, as MARS's query and gallery do)."""
+    listings = {} if listings is None else listings
     missing = []
     for path in paths:
         folder, _, name = path.rpartition(os.sep)
@@ -84,7 +85,9 @@ def check_listed_frames(dataset: str, splits: Dict[str, Sequence[tuple]], warn_o
     key = _key(splits)
     if key in _checked:
         return
-    missing = {name: missing_paths(path for item in items for path in item[0]) for name, items in splits.items()}
+    listings: Dict[str, object] = {}
+    missing = {name: missing_paths((path for item in items for path in item[0]), listings)
+               for name, items in splits.items()}
     missing = {name: paths for name, paths in missing.items() if paths}
     if missing:
         total = sum(len(paths) for paths in missing.values())

@@ -22,7 +22,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -321,6 +321,29 @@ def _channels(values: Optional[Sequence[float]], default: Tuple[float, float, fl
     return values
 
 
+def transform_settings(
+    height: int,
+    width: int,
+    transforms: Union[str, Sequence[str], None],
+    known: Sequence[str],
+    norm_mean: Optional[Sequence[float]] = None,
+    norm_std: Optional[Sequence[float]] = None,
+    data_kind: str = "",
+) -> Tuple[List[str], Tuple[float, float, float], Tuple[float, float, float]]:
+    """(lower-case ``data.transforms`` names, mean, std) after checking the names against ``known``, the size and
+    the statistics (None -> ImageNet's); ``data_kind`` ('image data') names the data in the unknown-name error."""
+    names = [transforms] if isinstance(transforms, str) else list(transforms or [])
+    names = [name.lower() for name in names]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        where = f" for {data_kind}" if data_kind else ""
+        raise ValueError(f"unknown transform(s) {unknown} in data.transforms{where}; known: {', '.join(known)}")
+    if height < 1 or width < 1:
+        raise ValueError(f"data.height and data.width must be positive; got {height}x{width}")
+    return names, _channels(norm_mean, IMAGENET_MEAN, "data.norm_mean"), _channels(norm_std, IMAGENET_STD,
+                                                                                    "data.norm_std")
+
+
 def build_sequence_transforms(
     height: int,
     width: int,
@@ -334,15 +357,7 @@ def build_sequence_transforms(
     ``norm_mean``/``norm_std`` None -> ImageNet statistics (the reference's); pass ``CLIP_MEAN``/``CLIP_STD``
     for CLIP's. ``erase_at_size_position`` = ``tfclip.erase_at_size_position``.
     """
-    names = [transforms] if isinstance(transforms, str) else list(transforms or [])
-    names = [name.lower() for name in names]
-    unknown = [name for name in names if name not in KNOWN_TRANSFORMS]
-    if unknown:
-        raise ValueError(f"unknown transform(s) {unknown} in data.transforms; known: {', '.join(KNOWN_TRANSFORMS)}")
-    if height < 1 or width < 1:
-        raise ValueError(f"data.height and data.width must be positive; got {height}x{width}")
-    mean = _channels(norm_mean, IMAGENET_MEAN, "data.norm_mean")
-    std = _channels(norm_std, IMAGENET_STD, "data.norm_std")
+    names, mean, std = transform_settings(height, width, transforms, KNOWN_TRANSFORMS, norm_mean, norm_std)
     eraser = RandomSizedErasing(at_size_position=erase_at_size_position) if "random_erase" in names else None
     train = SequenceTransform(height, width, mean, std, flip="random_flip" in names, eraser=eraser)
     test = SequenceTransform(height, width, mean, std)

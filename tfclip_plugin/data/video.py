@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,9 +18,9 @@ from yacs.config import CfgNode as CN
 from .. import host
 from ..config import activated_config, videodata_kwargs
 from ..stopping import ignore_stop_signals_in_worker
-from .frames import FrameReader, pixels_to_pil, set_default_skip_bad_frames
+from .frames import FrameReader, set_default_skip_bad_frames
 from .sampling import TORCHREID_METHODS, dense_chunks, rrs_test_indices, rrs_train_indices, torchreid_indices
-from .image_transforms import ImageTransform
+from .image_transforms import frame_output
 from .transforms import SequenceTransform, build_sequence_transforms
 
 SAMPLE_METHODS = ("rrs",) + TORCHREID_METHODS
@@ -33,9 +33,7 @@ def apply_transform(transform, frames: List[torch.Tensor]) -> torch.Tensor:
     ``Compose``, normalised float32 out) each frame on its own as a Pillow image."""
     if isinstance(transform, SequenceTransform):
         return transform(frames)
-    if isinstance(transform, ImageTransform):
-        return torch.stack([transform.loader_output(frame) for frame in frames])
-    return torch.stack([transform(pixels_to_pil(frame)) for frame in frames])
+    return torch.stack([frame_output(transform, frame) for frame in frames])
 
 
 class TrackletSamplingMixin:
@@ -123,6 +121,24 @@ class DenseClipDataset(Dataset):
                 "camid": int(camid)}
 
 
+def rebuilt_loader(loader: DataLoader, dataset: Dataset) -> DataLoader:
+    """A DataLoader over ``dataset`` with ``loader``'s sampler, batch size, workers, pinning and drop_last, its
+    workers ignoring stop signals (:func:`~tfclip_plugin.stopping.ignore_stop_signals_in_worker`)."""
+    return DataLoader(dataset, sampler=loader.sampler, batch_size=loader.batch_size, num_workers=loader.num_workers,
+                      pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+                      worker_init_fn=ignore_stop_signals_in_worker)
+
+
+def install_transforms(datamanager, train, test, with_transform: Callable[[DataLoader, object], DataLoader]) -> None:
+    """Replace the train loader by ``with_transform(loader, train)`` and every query/gallery loader by
+    ``with_transform(loader, test)``; set ``datamanager.transform_tr`` / ``transform_te``."""
+    datamanager.train_loader = with_transform(datamanager.train_loader, train)
+    for loaders in datamanager.test_loader.values():
+        for split in ("query", "gallery"):
+            loaders[split] = with_transform(loaders[split], test)
+    datamanager.transform_tr, datamanager.transform_te = train, test
+
+
 def _tracklet_loader(loader: DataLoader, transform: SequenceTransform) -> DataLoader:
     """``loader`` with ``transform`` installed; a dataset without the mixin is rebuilt as a
     :class:`TrackletVideoDataset` over the same tuples (same sampler, batch size, workers)."""
@@ -131,23 +147,10 @@ def _tracklet_loader(loader: DataLoader, transform: SequenceTransform) -> DataLo
         dataset.transform = transform
         loader.worker_init_fn = ignore_stop_signals_in_worker
         return loader
-    rebuilt = TrackletVideoDataset(
+    return rebuilt_loader(loader, TrackletVideoDataset(
         dataset.train, dataset.query, dataset.gallery, transform=transform, mode=dataset.mode,
         seq_len=dataset.seq_len, sample_method=dataset.sample_method, verbose=False,
-    )
-    return DataLoader(rebuilt, sampler=loader.sampler, batch_size=loader.batch_size, num_workers=loader.num_workers,
-                      pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-                      worker_init_fn=ignore_stop_signals_in_worker)
-
-
-def install_sequence_transforms(datamanager, train: SequenceTransform, test: SequenceTransform) -> None:
-    """Put ``train`` on the train loader's dataset and ``test`` on every query/gallery dataset and on
-    ``datamanager.transform_tr`` / ``transform_te``."""
-    datamanager.train_loader = _tracklet_loader(datamanager.train_loader, train)
-    for loaders in datamanager.test_loader.values():
-        for split in ("query", "gallery"):
-            loaders[split] = _tracklet_loader(loaders[split], test)
-    datamanager.transform_tr, datamanager.transform_te = train, test
+    ))
 
 
 def build_video_datamanager(cfg: CN):
@@ -169,5 +172,5 @@ def build_video_datamanager(cfg: CN):
     set_default_skip_bad_frames(bool(cfg.tfclip.skip_bad_frames))
     with activated_config(cfg):
         datamanager = host.VideoDataManager(**videodata_kwargs(cfg))
-    install_sequence_transforms(datamanager, train, test)
+    install_transforms(datamanager, train, test, _tracklet_loader)
     return datamanager
