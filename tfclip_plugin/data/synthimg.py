@@ -23,7 +23,7 @@ from typing import Dict, List
 import numpy as np
 from PIL import Image
 
-from .synthvid import SynthVidSize, generate_folder, junk_tracklet, random_camera, random_person, render_tracklet
+from .synthvid import SynthVidSize, checked_size, generate_folder, junk_tracklet, random_camera, random_person, render_tracklet
 
 DATASET_DIR = "synthimg"
 MARKET_DIR = "Market-1501-v15.09.15"
@@ -152,12 +152,7 @@ def generate_synthimg(root: str, seed: int = 0, **size) -> str:
     parser keeps (test persons and distractors; the junk images are on disk but dropped). The folder appears
     atomically: it is written beside and renamed.
     """
-    known = {f.name for f in dataclasses.fields(SynthImgSize)}
-    unknown = sorted(set(size) - known)
-    if unknown:
-        raise TypeError(f"generate_synthimg got unknown size argument(s) {unknown}; known: {', '.join(sorted(known))}")
-    sizes = SynthImgSize(**size)
-    sizes.check()
+    sizes = checked_size(SynthImgSize, "generate_synthimg", size)
     return generate_folder(root, DATASET_DIR, lambda staging: {
         "seed": seed, "size": dataclasses.asdict(sizes), "counts": _write(staging, seed, sizes)})
 

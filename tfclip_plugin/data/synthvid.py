@@ -326,14 +326,34 @@ def generate_synthvid(root: str, seed: int = 0, **size) -> str:
     ``size`` holds :class:`SynthVidSize` fields (num_train_ids, num_test_ids, num_cameras, min_frames,
     max_frames, height, width, ...). The folder appears atomically: it is written beside and renamed.
     """
-    known = {f.name for f in dataclasses.fields(SynthVidSize)}
-    unknown = sorted(set(size) - known)
-    if unknown:
-        raise TypeError(f"generate_synthvid got unknown size argument(s) {unknown}; known: {', '.join(sorted(known))}")
-    sizes = SynthVidSize(**size)
-    sizes.check()
+    sizes = checked_size(SynthVidSize, "generate_synthvid", size)
     return generate_folder(root, DATASET_DIR, lambda staging: {
         "seed": seed, "size": dataclasses.asdict(sizes), "counts": _write(staging, seed, sizes)})
+
+
+def checked_size(size_class: type, generator: str, size: Dict[str, Any]):
+    """``size_class(**size)`` (a dataclass with ``check()``), checked; TypeError naming ``generator`` and the known
+    fields for unknown keys, ValueError from ``check()`` for sizes the format cannot hold."""
+    known = {f.name for f in dataclasses.fields(size_class)}
+    unknown = sorted(set(size) - known)
+    if unknown:
+        raise TypeError(f"{generator} got unknown size argument(s) {unknown}; known: {', '.join(sorted(known))}")
+    sizes = size_class(**size)
+    sizes.check()
+    return sizes
+
+
+def ensure_generated(root: str, dataset_dir: str, generate: Callable[[str], str]) -> None:
+    """Run ``generate(root)`` when ``<root>/<dataset_dir>`` is missing; an error is raised only when the folder is
+    still missing after it (another process may have renamed its own copy into place first)."""
+    target = osp.join(osp.abspath(osp.expanduser(root)), dataset_dir)
+    if osp.exists(target):
+        return
+    try:
+        generate(root)
+    except OSError:
+        if not osp.exists(target):
+            raise
 
 
 def generate_folder(root: str, dataset_dir: str, write: Callable[[str], Dict[str, Any]]) -> str:

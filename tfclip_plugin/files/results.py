@@ -65,7 +65,12 @@ def write_results(run_dir: str, results: Dict[str, Any]) -> str:
 
 def load_results(run_dir: str) -> Dict[str, Any]:
     """``results.json`` of a run as a dict (empty when the run has none); errors name the file."""
-    path = results_path(run_dir)
+    return read_json_object(results_path(run_dir))
+
+
+def read_json_object(path: str) -> Dict[str, Any]:
+    """The JSON object in ``path`` (empty when there is no such file); ValueError naming the file when it holds
+    invalid JSON or another JSON value."""
     if not os.path.isfile(path):
         return {}
     with open(path, encoding="utf-8") as f:

@@ -16,6 +16,7 @@ import time
 from typing import Any, Dict
 
 from .atomic import write_text
+from .results import read_json_object
 
 RUN_CONFIG = "config.yaml"
 INTERRUPTED = "interrupted.json"
@@ -44,11 +45,7 @@ def write_interrupted(save_dir: str, record: Dict[str, Any]) -> str:
 
 def load_interrupted(save_dir: str) -> Dict[str, Any]:
     """``<save_dir>/interrupted.json`` as a dict (empty when the folder has none)."""
-    path = interrupted_path(save_dir)
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json_object(interrupted_path(save_dir))
 
 
 def remove_interrupted(save_dir: str) -> None:

@@ -2,10 +2,9 @@
 format)."""
 from __future__ import annotations
 
-import os.path as osp
-
 from ... import host
 from ..synthimg import DATASET_DIR, generate_synthimg
+from ..synthvid import ensure_generated
 
 
 class SynthImg(host.Market1501):
@@ -18,13 +17,7 @@ class SynthImg(host.Market1501):
     dataset_dir = DATASET_DIR
 
     def __init__(self, root: str = "", **kwargs) -> None:
-        target = osp.join(osp.abspath(osp.expanduser(root)), DATASET_DIR)
-        if not osp.exists(target):
-            try:
-                generate_synthimg(root)
-            except OSError:
-                if not osp.exists(target):  # another process may have renamed its copy into place first
-                    raise
+        ensure_generated(root, DATASET_DIR, generate_synthimg)
         super().__init__(root=root, **kwargs)
 
     def process_dir(self, dir_path: str, relabel: bool = False):

@@ -1,9 +1,7 @@
 """synthvid: the generated benchmark, parsed by the MARS code path (it is written in MARS's format)."""
 from __future__ import annotations
 
-import os.path as osp
-
-from ..synthvid import DATASET_DIR, generate_synthvid
+from ..synthvid import DATASET_DIR, ensure_generated, generate_synthvid
 from .mars import Mars
 
 
@@ -15,11 +13,5 @@ class SynthVid(Mars):
     dataset_dir = DATASET_DIR
 
     def __init__(self, root: str = "", **kwargs) -> None:
-        target = osp.join(osp.abspath(osp.expanduser(root)), DATASET_DIR)
-        if not osp.exists(target):
-            try:
-                generate_synthvid(root)
-            except OSError:
-                if not osp.exists(target):  # another process may have renamed its copy into place first
-                    raise
+        ensure_generated(root, DATASET_DIR, generate_synthvid)
         super().__init__(root=root, **kwargs)
