@@ -285,12 +285,17 @@ def _node_for(cfg: CN, dotted: str) -> Tuple[CN, str]:
     return node, leaf
 
 
+def reset_to_default(cfg: CN, key: Key) -> None:
+    """Set ``key`` in ``cfg`` to its default (a list default is copied), creating missing nodes."""
+    node, leaf = _node_for(cfg, key.name)
+    node[leaf] = list(key.default) if isinstance(key.default, list) else key.default
+
+
 def get_default_config() -> CN:
     """A fresh config with every key of :data:`KEYS` at its default."""
     cfg = CN()
     for key in KEYS:
-        node, leaf = _node_for(cfg, key.name)
-        node[leaf] = list(key.default) if isinstance(key.default, list) else key.default
+        reset_to_default(cfg, key)
     return cfg
 
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 import torch
 from yacs.config import CfgNode as CN
 
-from ..config import KEYS, get_default_config, is_tfclip_run, load_config_yaml
+from ..config import KEYS, get_default_config, is_tfclip_run, load_config_yaml, reset_to_default
 from ..configs import recipe_path
 from .runner import run_single
 
@@ -37,11 +37,7 @@ def _demo_variant(cfg: CN, save_dir: str, **options: Any) -> CN:
     if not is_tfclip_run(variant):
         for key in KEYS:
             if key.applies_to == "tfclip":
-                node = variant
-                *parents, leaf = key.name.split(".")
-                for part in parents:
-                    node = node[part]
-                node[leaf] = key.default
+                reset_to_default(variant, key)
     return variant
 
 

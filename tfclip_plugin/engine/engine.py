@@ -15,7 +15,7 @@ Overridden: ``run`` (phase 1 before the first epoch; test-set model selection on
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from yacs.config import CfgNode as CN
@@ -78,7 +78,7 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         self.stage1_history: Dict[str, object] = {}
         self._compiled: Optional[Tuple[torch.nn.Module, Callable]] = None
 
-    def prepare_distributed_training(self, start_epoch: int) -> None:
+    def prepare_distributed_training(self) -> None:
         """Training in a process group: the train loader from ``distributed.distributed_train_loader``, the
         BNNecks as SyncBatchNorm with ``tfclip.sync_bn``, ``training_model`` = DistributedDataParallel(model)
         and triplet mining over the global batch (:class:`CrossRankTripletLoss`). The random streams of every rank
@@ -127,23 +127,17 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         started = time.time()
         cfg = self.cfg
         tracklets, seq_len = self._training_tracklets()
-        memory, key = None, None
-        if cfg.tfclip.memory_cache:
-            key = memory_cache_key(self.model, tracklets, {**self.memory_settings(), "seq_len": seq_len})
-            memory = main_process_value(lambda: load_cached_memory(cfg.tfclip.memory_cache, key))
-            if memory is not None:
-                print(f"=> Phase 1: CLIP-Memory {tuple(memory.shape)} read from the cache ({key})")
-        if memory is None:
-            print(f"=> Phase 1: CLIP-Memory from {len(tracklets)} training tracklets "
-                  f"(frozen encoder, dense {seq_len}-frame chunks, no SIE)")
-            with self.evaluation_weights() as model:
-                memory = build_clip_memory(
-                    model, tracklets, self.datamanager.transform_te, model.num_classes,
-                    seq_len=seq_len, batch_size=cfg.test.batch_size, workers=cfg.data.workers,
-                    device=self.device, precision=self.test_precision, normaliser=self.normaliser,
-                )
-            if key is not None and is_main_process():
-                store_cached_memory(cfg.tfclip.memory_cache, key, memory, self.memory_settings())
+        memory = self._cached_training_pass(
+            "clip-memory", tracklets,
+            f"=> Phase 1: CLIP-Memory from {len(tracklets)} training tracklets (frozen encoder, dense {seq_len}-frame "
+            "chunks, no SIE)",
+            lambda model: build_clip_memory(
+                model, tracklets, self.datamanager.transform_te, model.num_classes,
+                seq_len=seq_len, batch_size=cfg.test.batch_size, workers=cfg.data.workers,
+                device=self.device, precision=self.test_precision, normaliser=self.normaliser,
+            ),
+            lambda memory, key: f"=> Phase 1: CLIP-Memory {tuple(memory.shape)} read from the cache ({key})",
+        )
         self.model.set_memory(memory.to(self.device))
         self.phase1_seconds = time.time() - started
         print(f"=> Phase 1 done in {self.phase1_seconds:.1f} s")
@@ -155,24 +149,39 @@ class TFCLIPEngine(CheckpointMixin, ProtocolEvaluationMixin, DistributedMixin, h
         cfg = self.cfg
         tracklets, seq_len = self._training_tracklets()
         labels = torch.tensor([int(t[1]) for t in tracklets])
-        features, key = None, None
-        if cfg.tfclip.memory_cache:
-            key = memory_cache_key(self.model, tracklets, {**self.memory_settings(), "seq_len": seq_len})
-            features = main_process_value(lambda: load_cached_memory(cfg.tfclip.memory_cache, key, "stage1-features"))
-            if features is not None:
-                print(f"=> Stage 1: {features.shape[0]} training features read from the cache ({key})")
-        if features is None:
-            print(f"=> Stage 1: features of {len(tracklets)} training {'images' if seq_len == 1 else 'tracklets'} "
-                  f"(frozen encoder, {seq_len}-frame chunks, no SIE)")
-            with self.evaluation_weights() as model:
-                features = training_features(
-                    model, tracklets, self.datamanager.transform_te, seq_len=seq_len,
-                    batch_size=cfg.test.batch_size, workers=cfg.data.workers, device=self.device,
-                    precision=self.test_precision, desc="Stage-1 features", normaliser=self.normaliser,
-                )
-            if key is not None and is_main_process():
-                store_cached_memory(cfg.tfclip.memory_cache, key, features, self.memory_settings(), "stage1-features")
+        features = self._cached_training_pass(
+            "stage1-features", tracklets,
+            f"=> Stage 1: features of {len(tracklets)} training {'images' if seq_len == 1 else 'tracklets'} "
+            f"(frozen encoder, {seq_len}-frame chunks, no SIE)",
+            lambda model: training_features(
+                model, tracklets, self.datamanager.transform_te, seq_len=seq_len,
+                batch_size=cfg.test.batch_size, workers=cfg.data.workers, device=self.device,
+                precision=self.test_precision, desc="Stage-1 features", normaliser=self.normaliser,
+            ),
+            lambda features, key: f"=> Stage 1: {features.shape[0]} training features read from the cache ({key})",
+        )
         return features, labels
+
+    def _cached_training_pass(self, kind: str, tracklets: Sequence[tuple], computing: str,
+                              compute: Callable[[torch.nn.Module], torch.Tensor],
+                              cached: Callable[[torch.Tensor, str], str]) -> torch.Tensor:
+        """A tensor of ``kind`` over the training ``tracklets``: read from ``tfclip.memory_cache`` (rank 0 reads,
+        every rank gets it; ``cached(value, key)`` is printed), else ``compute(model)`` (``computing`` printed) on the
+        evaluation weights, stored in the cache by rank 0. The key: the encoder, the tracklets and
+        :meth:`memory_settings`."""
+        cache = self.cfg.tfclip.memory_cache
+        key = memory_cache_key(self.model, tracklets, self.memory_settings()) if cache else None
+        if key is not None:
+            value = main_process_value(lambda: load_cached_memory(cache, key, kind))
+            if value is not None:
+                print(cached(value, key))
+                return value
+        print(computing)
+        with self.evaluation_weights() as model:
+            value = compute(model)
+        if key is not None and is_main_process():
+            store_cached_memory(cache, key, value, self.memory_settings(), kind)
+        return value
 
     def prompt_schedule(self) -> PromptLearningSchedule:
         t = self.cfg.tfclip

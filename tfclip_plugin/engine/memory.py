@@ -97,22 +97,12 @@ def training_features(
         model.train(was_training)
 
 
-def build_clip_memory(
-    model: nn.Module,
-    tracklets: Sequence[tuple],
-    transform: Any,
-    num_classes: int,
-    seq_len: int = 8,
-    batch_size: int = 32,
-    workers: int = 0,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-    normaliser: Optional[BatchNormaliser] = None,
-) -> torch.Tensor:
+def build_clip_memory(model: nn.Module, tracklets: Sequence[tuple], transform: Any, num_classes: int,
+                      **options: Any) -> torch.Tensor:
     """The CLIP-Memory (num_classes, E) float32 of ``model`` on training ``tracklets``: the identity means
-    (:func:`identity_means`) of their :func:`training_features`."""
-    features = training_features(model, tracklets, transform, seq_len, batch_size, workers, device, precision,
-                                 normaliser=normaliser)
+    (:func:`identity_means`) of their :func:`training_features` (``options``: its keyword arguments, e.g.
+    ``seq_len``, ``batch_size``, ``workers``, ``device``, ``precision``, ``normaliser``)."""
+    features = training_features(model, tracklets, transform, **options)
     return identity_means(features, [t[1] for t in tracklets], num_classes)
 
 

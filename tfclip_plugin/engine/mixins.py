@@ -346,14 +346,14 @@ class DistributedMixin:
 
     cfg: CN
 
-    def prepare_distributed(self, start_epoch: int = 0) -> None:
+    def prepare_distributed(self) -> None:
         if not is_distributed():
             return
         if not is_main_process():
             self.writer = NullSummaryWriter(self.cfg.data.save_dir)
         if not self.cfg.test.evaluate:
-            self.prepare_distributed_training(start_epoch)
+            self.prepare_distributed_training()
 
-    def prepare_distributed_training(self, start_epoch: int) -> None:
+    def prepare_distributed_training(self) -> None:
         raise ValueError(f"training under torchrun supports TF-CLIP models (tfclip_*); got model.name "
                          f"{self.cfg.model.name!r}: train torchreid models in one process (testing them works)")

@@ -25,7 +25,7 @@ from yacs.config import CfgNode as CN
 from .. import host
 from ..config import activated_config
 from ..evaluation import QUERY_IN_GALLERY, resolve_protocol
-from ..files.checkpoint_file import CHECKPOINT_DIR
+from ..files.checkpoint_file import CHECKPOINT_DIR, tensor_bytes
 
 MAX_CMC_RANK = 50  # evaluation.evaluate_distmat's CMC length
 DIST_METRICS = ("euclidean", "cosine")
@@ -43,11 +43,6 @@ def camera_ids(datamanager) -> Dict[str, Set[int]]:
         for split in ("query", "gallery"):
             ids[f"{name} {split}"] = {int(item[2]) for item in splits[split]}
     return ids
-
-
-def test_camera_ids(datamanager) -> Set[int]:
-    """The camera ids of every query and gallery split."""
-    return set().union(*(ids for split, ids in camera_ids(datamanager).items() if split != "train"))
 
 
 def sie_table_size(datamanager, warn: bool = True) -> int:
@@ -69,7 +64,8 @@ def _check_cameras(cfg: CN, datamanager, model) -> List[str]:
     table = getattr(model, "cv_embed", None)
     if table is None:
         return []
-    needed = test_camera_ids(datamanager) | (set() if cfg.test.evaluate else camera_ids(datamanager)["train"])
+    needed = set().union(*(ids for split, ids in camera_ids(datamanager).items()
+                           if split != "train" or not cfg.test.evaluate))
     outside = sorted(i for i in needed if i < 0 or i >= table.shape[0])
     if not outside:
         return []
@@ -148,7 +144,7 @@ def _check_settings(cfg: CN) -> List[str]:
 def checkpoint_bytes(model: torch.nn.Module, optimizer_states: int = 2) -> int:
     """About the size of one training checkpoint: the state dict plus ``optimizer_states`` tensors per trainable
     parameter (Adam keeps two)."""
-    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    state = tensor_bytes(model.state_dict())
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     return state + optimizer_states * trainable
 

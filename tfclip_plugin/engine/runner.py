@@ -181,7 +181,7 @@ def _train_and_test(cfg: CN, resume_from: str, why: str, started: float) -> Dict
         engine.restore_selection(save_dir, done)
         print(f"Resumed from {resume_from}: " + (f"continuing at epoch {done + 1}" if done < cfg.train.max_epoch else
                                                   f"{done} epochs trained, testing"))
-    engine.prepare_distributed(run_kwargs["start_epoch"])
+    engine.prepare_distributed()
     signum = distributed.max_over_ranks(requested_signal())  # stopped while the run was being built
     if signum:
         raise TrainingStopped(signum, "setup")

@@ -34,14 +34,14 @@ def checkpoint_path(save_dir: str, kind: str, epoch: int = 0) -> str:
     return os.path.join(save_dir, CHECKPOINT_DIR, names[kind])
 
 
-def _tensor_bytes(value: Any) -> int:
+def tensor_bytes(value: Any) -> int:
     """Bytes of the tensors inside nested dicts, lists and tuples (about a checkpoint's size)."""
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
     if isinstance(value, dict):
-        return sum(_tensor_bytes(v) for v in value.values())
+        return sum(tensor_bytes(v) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in value)
+        return sum(tensor_bytes(v) for v in value)
     return 0
 
 
@@ -50,7 +50,7 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> str:
 
     Raises ``WriteFailedError`` naming the path, the size needed and the free space when the disk refuses it.
     """
-    with atomic_write(path, "wb", size_hint=_tensor_bytes(state)) as stream:
+    with atomic_write(path, "wb", size_hint=tensor_bytes(state)) as stream:
         torch.save(state, stream)
     return path
 
