@@ -100,3 +100,11 @@ def test_docs_config_page_is_generated_from_the_table():
     mars = page[page.index("### `tfclip_vit_mars`"):]
     mars = mars[: mars.index("\n### ", 1)] if "\n### " in mars[1:] else mars
     assert "- `train.lr`: `5e-06`\n" in mars and "- `tfclip.ssp`: `'released'`\n" in mars
+
+
+def test_every_applies_to_value_has_words_on_the_config_page():
+    from tfclip_plugin.config import APPLIES_TO
+    from tfclip_plugin.config_doc import APPLIES_TO_WORDS
+
+    assert set(APPLIES_TO_WORDS) == set(APPLIES_TO)
+    assert {key.applies_to for key in KEYS} <= set(APPLIES_TO)

@@ -24,7 +24,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from yacs.config import CfgNode as CN
 
-from .config import RENAMED_KEYS, get_default_config, legacy_value, load_config_yaml, lookup, model_options
+from .config import (RENAMED_KEYS, get_default_config, legacy_value, load_config_yaml, lookup, model_options,
+                     renamed_keys_in)
 from .configs import recipe_names, recipe_path
 
 SUBCOMMANDS = ("demo", "complexity", "report", "download-weights", "paper", "check-data")
@@ -200,17 +201,6 @@ def resolve_config_file(path: str) -> str:
         raise ConfigError(f"config file not found: {path} (shipped recipes: {', '.join(recipe_names())})") from None
 
 
-def _renamed_keys_in(loaded: CN) -> List[str]:
-    found = []
-    for old in RENAMED_KEYS:
-        node = loaded
-        for part in old.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            found.append(old)
-    return found
-
-
 def merge_config_file(cfg: CN, path: str) -> None:
     """Merge a YAML file (a path or a shipped recipe's name), naming the file and key when something does not
     fit; values older files wrote in another type are read as today's (``config.load_config_yaml``)."""
@@ -220,7 +210,7 @@ def merge_config_file(cfg: CN, path: str) -> None:
             loaded = load_config_yaml(stream)
         cfg.merge_from_other_cfg(loaded)
     except KeyError as exc:
-        renamed = _renamed_keys_in(loaded)
+        renamed = renamed_keys_in(loaded)
         if renamed:
             raise ConfigError(f"{path}: config key '{renamed[0]}' was replaced by {RENAMED_KEYS[renamed[0]]}") from None
         raise ConfigError(f"{path}: unknown config key {exc}") from None

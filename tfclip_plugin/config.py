@@ -47,6 +47,11 @@ class Key:
     read_by: str
     applies_to: str = "all"
 
+    def __post_init__(self) -> None:
+        if self.applies_to not in APPLIES_TO:
+            raise ValueError(f"config key {self.name}: applies_to must be one of {', '.join(APPLIES_TO)}; "
+                             f"got {self.applies_to!r}")
+
 
 _MODEL = {f.name: f.default for f in fields(ModelOptions)}
 
@@ -275,6 +280,26 @@ RENAMED_KEYS = {
 }
 
 
+def _holder(tree: Any, dotted: str) -> Tuple[Optional[dict], str]:
+    """(the node of a whole or partial config tree that holds key ``dotted``'s leaf, None when a parent is
+    missing; the leaf's name)."""
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), leaf
+
+
+def renamed_keys_in(tree: Any) -> List[str]:
+    """The :data:`RENAMED_KEYS` that a whole or partial config tree (e.g. a loaded YAML file) sets."""
+    found = []
+    for old in RENAMED_KEYS:
+        node, leaf = _holder(tree, old)
+        if node is not None and node.get(leaf) is not None:
+            found.append(old)
+    return found
+
+
 def _node_for(cfg: CN, dotted: str) -> Tuple[CN, str]:
     *parents, leaf = dotted.split(".")
     node = cfg
@@ -310,11 +335,8 @@ def normalise_legacy_values(cfg: CN) -> CN:
     """Convert, in place, the values of :data:`LEGACY_VALUES` keys present in ``cfg`` (a whole or partial config
     tree, e.g. a YAML file or the run config stored in an older checkpoint); returns ``cfg``."""
     for key in LEGACY_VALUES:
-        *parents, leaf = key.split(".")
-        node = cfg
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node:
+        node, leaf = _holder(cfg, key)
+        if node is not None and leaf in node:
             node[leaf] = legacy_value(key, node[leaf])
     return cfg
 
@@ -323,11 +345,6 @@ def load_config_yaml(source: Union[str, IO[str]]) -> CN:
     """A config tree from YAML text or a stream (a config file, a checkpoint's stored run config), with
     :func:`normalise_legacy_values` applied: what every reader of a config YAML goes through."""
     return normalise_legacy_values(CN.load_cfg(source))
-
-
-def key_table() -> Dict[str, Key]:
-    """:data:`KEYS` by dotted name."""
-    return {key.name: key for key in KEYS}
 
 
 def lookup(cfg: CN, dotted: str) -> Any:

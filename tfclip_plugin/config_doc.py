@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 from yacs.config import CfgNode as CN
 
-from .config import APPLIES_TO, KEYS, lookup
+from .config import KEYS, lookup
 from .configs import recipe_names, recipe_path
 from .files.atomic import write_text
 
@@ -23,7 +23,6 @@ APPLIES_TO_WORDS = {
     "torchreid": "torchreid models",
     "torchreid-compat": "none (torchreid-compat)",
 }
-assert set(APPLIES_TO_WORDS) == set(APPLIES_TO)
 
 
 def _format(value) -> str:

@@ -21,6 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import gdown
 from gdown.parse_url import parse_url
+from open_clip.pretrained import get_pretrained_url
 
 from .files.atomic import atomic_write
 
@@ -50,16 +51,18 @@ class KnownFile:
     filename: Optional[str] = None
 
 
-_OPENAI_CLIP = "https://openaipublic.azureedge.net/clip/models/{}/{}.pt"
-_OPENAI_DIGESTS = {"ViT-B-16": "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
-                   "RN50": "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762"}
+_OPENAI_ARCHIVES = {"ViT-B-16": "tfclip_vit", "RN50": "tfclip_rn50"}
 
-KNOWN_FILES: Dict[str, KnownFile] = {
-    name: KnownFile(url=_OPENAI_CLIP.format(digest, name), sha256=digest, filename=f"{name}.pt",
-                    description=f"OpenAI CLIP {name} TorchScript archive (the sha256 is part of OpenAI's URL); "
-                                f"tfclip.clip_weights for {'tfclip_vit' if name == 'ViT-B-16' else 'tfclip_rn50'}")
-    for name, digest in _OPENAI_DIGESTS.items()
-}
+
+def _openai_archive(name: str, model: str) -> KnownFile:
+    """OpenAI's TorchScript archive of CLIP ``name``: open_clip's URL, whose last folder is the file's sha256."""
+    url = get_pretrained_url(name, "openai")
+    return KnownFile(url=url, sha256=url.split("/")[-2], filename=f"{name}.pt",
+                     description=f"OpenAI CLIP {name} TorchScript archive (the sha256 is part of OpenAI's URL); "
+                                 f"tfclip.clip_weights for {model}")
+
+
+KNOWN_FILES: Dict[str, KnownFile] = {name: _openai_archive(name, model) for name, model in _OPENAI_ARCHIVES.items()}
 """Files ``fetch_known`` can download, by name. An entry is added only with the sha256 of the exact file
 (OpenAI publishes it in the URL): a changed upload then fails loudly instead of loading other weights. No
 TF-CLIP checkpoint is listed: the official ones are Baidu Pan archives, which gdown cannot read.

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict
 
 from . import host
 from .config import active_config, model_options
-from .models import ARCHITECTURES, TFCLIP, build_tfclip
+from .models import ARCHITECTURES, TFCLIP, ModelOptions, build_tfclip
 
 _CHECKPOINT_MODELS: Dict[str, str] = {}
 
@@ -38,7 +38,7 @@ def _options_from_active_config(overrides: Dict[str, Any]):
     width = rest.pop("width", cfg.data.width)
     num_cameras = max(1, int(rest.pop("num_cameras", cfg.tfclip.num_cameras)))
     if rest:
-        build_tfclip("tfclip_vit", 1, 1, **rest)  # raises the TypeError that lists the valid options
+        ModelOptions.from_kwargs(**rest)  # raises the TypeError that lists the valid options
     return options, height, width, num_cameras
 
 
@@ -75,7 +75,8 @@ def register_checkpoint(name: str, path: str) -> str:
     ``torchreid.models.build_model(name, num_classes=...)`` then returns that architecture with its weights,
     CLIP-Memory and camera table (``num_classes`` is ignored), and ``FeatureExtractor(model_name=name,
     model_path=path)`` extracts with it. The checkpoint is read now, so a bad file fails here. A name may be
-    registered again for another checkpoint; names of torchreid's own models and ``tfclip_*`` are refused.
+    registered again for another checkpoint; the names of the registry's own models (torchreid's,
+    ``tfclip_vit``, ``tfclip_rn50``) are refused.
     Returns ``name``.
     """
     from .interop import build_from_checkpoint, checkpoint_architecture

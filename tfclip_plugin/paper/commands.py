@@ -144,11 +144,8 @@ def run_row(table: str, row_name: str, root: str, dataset: str = "", overrides: 
                          "not data.save_dir")
     import torch
 
-    cfg = get_default_config()
+    cfg = row_config(row, overrides)
     cfg.use_gpu = torch.cuda.is_available()
-    merge_config_file(cfg, row.recipe)
-    merge_options(cfg, list(row.options))
-    merge_options(cfg, list(overrides))
     cfg.data.root = root
     cfg.data.save_dir = run_dir(row, log_dir)
     check_names(cfg)

@@ -18,7 +18,7 @@ import functools
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..config import get_default_config, key_table
+from ..config import KEYS, get_default_config
 from ..configs import recipe_names
 
 #: Training identities and camera ids of each dataset's training split (the class and SIE table sizes the
@@ -51,7 +51,7 @@ class Requirement:
 
 
 def _has_text_branch() -> bool:
-    return "tfclip.stage1_epochs" in key_table()
+    return any(key.name == "tfclip.stage1_epochs" for key in KEYS)
 
 
 def _has_image_recipes() -> bool:
@@ -96,6 +96,14 @@ class PaperRow:
     requires: Tuple[str, ...] = ()
     params_rule: str = "not_printed"
     params_note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.params_rule not in PARAMS_RULES:
+            raise ValueError(f"row {self.table}/{self.row}: params_rule must be one of {', '.join(PARAMS_RULES)}; "
+                             f"got {self.params_rule!r}")
+        unknown = [name for name in self.requires if name not in REQUIREMENTS]
+        if unknown:
+            raise ValueError(f"row {self.table}/{self.row}: unknown requirement(s) {unknown}")
 
     @property
     def key(self) -> str:
