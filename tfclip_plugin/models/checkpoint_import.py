@@ -180,6 +180,15 @@ def _absent_reason(ours: str, model: nn.Module) -> str:
     return "not in the model"
 
 
+def _key_mismatch(target: StateDict, loaded: StateDict) -> str:
+    """'' when ``loaded`` has exactly ``target``'s keys; else its missing and unexpected keys (four of each,
+    ' ...' when there are more), for an error message."""
+    missing, unexpected = sorted(set(target) - set(loaded)), sorted(set(loaded) - set(target))
+    parts = [f"missing {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else "") if missing else "",
+             f"unexpected {', '.join(unexpected[:4])}" + (" ..." if len(unexpected) > 4 else "") if unexpected else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def load_tfclip_state_dict(model: nn.Module, state_dict: Union[str, os.PathLike, StateDict]) -> None:
     """Load one of our own checkpoints strictly (a path, a state dict, or torchreid's {'state_dict': ...}).
 
@@ -189,14 +198,9 @@ def load_tfclip_state_dict(model: nn.Module, state_dict: Union[str, os.PathLike,
     what = "TF-CLIP checkpoint"
     loaded = _read(state_dict, what)
     target = model.state_dict()
-    missing = sorted(set(target) - set(loaded))
-    unexpected = sorted(set(loaded) - set(target))
-    if missing or unexpected:
-        parts = [f"missing {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else "") if missing else "",
-                 f"unexpected {', '.join(unexpected[:4])}" + (" ..." if len(unexpected) > 4 else "")
-                 if unexpected else ""]
-        raise ValueError(f"{what} does not match the model (another architecture or tfclip.* variant?): "
-                         + "; ".join(p for p in parts if p))
+    mismatch = _key_mismatch(target, loaded)
+    if mismatch:
+        raise ValueError(f"{what} does not match the model (another architecture or tfclip.* variant?): {mismatch}")
     _check_shapes(list(loaded.items()), target, model, what)
     model.load_state_dict(loaded)
 
@@ -321,12 +325,9 @@ def load_clipreid_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os
     _check_clipreid_fit(model, state_dict, what)
     mapped = {_clipreid_key(k): v for k, v in state_dict.items()}
     target = {k: v for k, v in model.state_dict().items() if k not in _TABLE_BUFFERS}
-    missing, unexpected = sorted(set(target) - set(mapped)), sorted(set(mapped) - set(target))
-    if missing or unexpected:
-        parts = [f"missing {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else "") if missing else "",
-                 f"unexpected {', '.join(unexpected[:4])}" + (" ..." if len(unexpected) > 4 else "")
-                 if unexpected else ""]
-        raise ValueError(f"{what} does not match the model (another tower size?): " + "; ".join(p for p in parts if p))
+    mismatch = _key_mismatch(target, mapped)
+    if mismatch:
+        raise ValueError(f"{what} does not match the model (another tower size?): {mismatch}")
     _check_shapes(list(mapped.items()), target, model, what)
     model.load_state_dict(mapped, strict=False)
     model.set_memory(model.identity_text_features())

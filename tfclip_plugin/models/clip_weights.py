@@ -93,9 +93,18 @@ def _read_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
     return state_dict
 
 
-def read_clip_state_dict(source: str, arch: str) -> Dict[str, Tensor]:
-    """The visual tower's weights (fp32, OpenAI/open_clip names without ``visual.``) from ``source``."""
-    return _as_fp32(_visual_part(_read_state_dict(source, arch)))
+def _misfit(target: Dict[str, Tuple[int, ...]], state_dict: Dict[str, Tensor]) -> str:
+    """'' when ``state_dict`` has exactly the keys and shapes of ``target`` (name -> shape); else the first
+    mismatched shapes, missing and unexpected keys (three of each), for an error message."""
+    missing = sorted(set(target) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(target))
+    mismatched = [f"{k}: file {tuple(state_dict[k].shape)}, model {target[k]}"
+                  for k in sorted(set(target) & set(state_dict)) if tuple(state_dict[k].shape) != target[k]]
+    return "; ".join(filter(None, [
+        f"mismatched shapes: {', '.join(mismatched[:3])}" if mismatched else "",
+        f"missing: {', '.join(missing[:3])}" if missing else "",
+        f"unexpected: {', '.join(unexpected[:3])}" if unexpected else "",
+    ]))
 
 
 def load_clip_weights(backbone: Backbone, source: str, text: Optional[TextBranch] = None) -> None:
@@ -116,18 +125,10 @@ def load_clip_weights(backbone: Backbone, source: str, text: Optional[TextBranch
     if grid_key in state_dict and state_dict[grid_key].shape != target[grid_key].shape:
         if state_dict[grid_key].shape[-1] == target[grid_key].shape[-1]:
             state_dict[grid_key] = resize_grid_embedding(state_dict[grid_key], backbone.grid_size)
-    missing = sorted(set(target) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(target))
-    mismatched = [f"{k}: file {tuple(state_dict[k].shape)}, model {tuple(target[k].shape)}"
-                  for k in sorted(set(target) & set(state_dict)) if state_dict[k].shape != target[k].shape]
-    if missing or unexpected or mismatched:
+    details = _misfit({k: tuple(v.shape) for k, v in target.items()}, state_dict)
+    if details:
         expected = (f"CLIP {'ModifiedResNet' if arch == 'rn50' else 'ViT'} weights with conv1.weight "
                     f"{tuple(target['conv1.weight'].shape)} and {len(target)} tensors")
-        details = "; ".join(filter(None, [
-            f"mismatched shapes: {', '.join(mismatched[:3])}" if mismatched else "",
-            f"missing: {', '.join(missing[:3])}" if missing else "",
-            f"unexpected: {', '.join(unexpected[:3])}" if unexpected else "",
-        ]))
         raise ValueError(f"tfclip.clip_weights '{source}' does not fit the backbone (expected {expected}): {details}")
     backbone.visual.load_state_dict(state_dict)
     backbone.float()
@@ -169,19 +170,11 @@ def load_clip_text_state_dict(branch: TextBranch, state_dict: Dict[str, Tensor],
     width = branch.prompt_learner.token_prefix.shape[-1]
     target = {"token_embedding.weight": (VOCAB_SIZE, width),
               **{k: tuple(v.shape) for k, v in branch.text_encoder.state_dict().items()}}
-    missing = sorted(set(target) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(target))
-    mismatched = [f"{k}: file {tuple(state_dict[k].shape)}, model {target[k]}"
-                  for k in sorted(set(target) & set(state_dict)) if tuple(state_dict[k].shape) != target[k]]
-    if missing or unexpected or mismatched:
+    details = _misfit(target, state_dict)
+    if details:
         encoder = branch.text_encoder
         expected = (f"CLIP text weights of width {width}, depth {len(encoder.transformer.resblocks)}, "
                     f"projection to {branch.embed_dim} and {len(target)} tensors")
-        details = "; ".join(filter(None, [
-            f"mismatched shapes: {', '.join(mismatched[:3])}" if mismatched else "",
-            f"missing: {', '.join(missing[:3])}" if missing else "",
-            f"unexpected: {', '.join(unexpected[:3])}" if unexpected else "",
-        ]))
         raise ValueError(f"tfclip.clip_weights '{source}' does not fit the text tower (expected {expected}): {details}")
     branch.prompt_learner.set_token_embedding(state_dict["token_embedding.weight"])
     branch.text_encoder.load_state_dict({k: v for k, v in state_dict.items() if k != "token_embedding.weight"})

@@ -212,13 +212,13 @@ class TFCLIP(nn.Module):
         ``ssp_residual`` 'pre-release'), M the class table in ``memory`` (CLIP-Memory, or the identities' text
         features in text mode)."""
         memory = self.memory.to(f_proj.dtype)
-        logits = f_proj @ memory.t()
+        logits = base = f_proj @ memory.t()
         if self.ssp is not None:
             video = self.backbone.project(tokens.unflatten(0, (batch, -1)).mean(dim=1))  # (B, L, E)
             prompts = self.ssp(self.memory, video)
             logits = logits + torch.einsum("be,bce->bc", f_proj, prompts.to(f_proj.dtype))
             if self.ssp_residual == "pre-release":
-                logits = logits + f_proj @ memory.t()  # 2M + delta, as the LS-VID / iLIDS-VID checkpoints' code
+                logits = logits + base  # 2M + delta, as the LS-VID / iLIDS-VID checkpoints' code
         return logits
 
     # ---------------------------------------------------------------------------------------------- memory
