@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from scipy.io import savemat
 
-from common import TINY, build_ours, emit, gemm_rates, machine, synchronize
+from common import TINY, build_ours, emit, gemm_rates, machine, synchronize, timed
 from tfclip_plugin.data import generate_synthvid
 
 Track = Tuple[List[str], int, int]  # frame files, pid, camera (1-based)
@@ -149,15 +149,9 @@ def forward_rate(run, clips: torch.Tensor, repeats: int, device: torch.device) -
     """Frames per second of ``run(clips)`` (no_grad, bf16 autocast), median of ``repeats`` after one warm-up."""
     from tfclip_plugin.engine.features import autocast
 
-    seconds = []
     with torch.no_grad(), autocast(device, "bf16"):
         run(clips)
-        for _ in range(repeats):
-            synchronize(device)
-            started = time.perf_counter()
-            run(clips)
-            synchronize(device)
-            seconds.append(time.perf_counter() - started)
+        seconds = [timed(lambda: run(clips), device) for _ in range(repeats)]
     return clips.shape[0] * clips.shape[1] / sorted(seconds)[len(seconds) // 2]
 
 
